@@ -132,7 +132,9 @@ class GradientTable:
 
     @property
     def is_cartesian_grid(self) -> bool:
-        """True for q-space grid data (DSI-like): many shells holding few directions."""
+        """True for q-space grid data (DSI-like): many shells, or several small ones."""
+        if self.n_shells >= 8:
+            return True
         if self.n_shells < 4:
             return False
         counts = np.bincount(self.shell_index[self.shell_index >= 0])

@@ -65,8 +65,8 @@ class Sphere:
     def __eq__(self, other) -> bool:
         if not isinstance(other, Sphere):
             return NotImplemented
-        return self.vertices.shape == other.vertices.shape and np.array_equal(
-            self.vertices, other.vertices
+        return self.vertices.shape == other.vertices.shape and np.allclose(
+            self.vertices, other.vertices, rtol=0, atol=1e-10
         )
 
     __hash__ = None
