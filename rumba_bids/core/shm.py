@@ -183,8 +183,10 @@ def real_sh_basis(vertices, *, sh_order: int = DEFAULT_SH_ORDER, basis: str = DE
 
     Examples
     --------
+    On the z axis only the zonal harmonics are non-zero:
+
     >>> B = real_sh_basis([[0.0, 0.0, 1.0]], sh_order=2)
-    >>> np.round(B * np.sqrt(4 * np.pi), 6).tolist()
+    >>> (np.round(B * np.sqrt(4 * np.pi), 6) + 0.0).tolist()
     [[1.0, 0.0, 0.0, 2.236068, 0.0, 0.0]]
     """
     basis = _check_basis(basis)
@@ -241,9 +243,16 @@ def sh_fit_matrix(
             f"{n_vertices} directions cannot determine {n_coef} SH coefficients of order "
             f"{sh_order}: lower sh_order or use smooth > 0"
         )
-    penalty = np.sqrt(smooth) * laplace_beltrami_eigenvalues(sh_order)
-    augmented = np.concatenate([design, np.diag(penalty)])
-    return np.linalg.pinv(augmented)[:, :n_vertices]
+    # normal equations of the small (n_coef x n_coef) problem; equal to DIPY's
+    # pinv([B; sqrt(smooth) diag(L)]) restricted to the data columns
+    gram = design.T @ design + smooth * np.diag(laplace_beltrami_eigenvalues(sh_order) ** 2)
+    if np.linalg.cond(gram) > 1e12:
+        raise ValueError(
+            f"the {n_vertices} directions do not determine SH coefficients of order "
+            f"{sh_order} (ill-conditioned fit): use more distinct directions, a lower "
+            "sh_order or smooth > 0"
+        )
+    return np.linalg.solve(gram, design.T)
 
 
 def sf_to_sh(

@@ -1,0 +1,139 @@
+"""fODF amplitudes on the sphere to spherical-harmonic coefficients."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+
+from ..core.gradients import voxel_to_world
+from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, sf_to_sh, sh_fit_matrix
+from .errors import InputDataError
+from .files import image_data, load_image, output_path, require_file, save_like
+
+#: Frames of output directions: voxel axes, or world (scanner, RAS+) axes of the affine.
+REFERENCES = ("ijk", "xyz")
+#: Voxels processed at once when reading a 4D fODF image slab by slab.
+SLAB_VOXELS = 65536
+_SMOOTH_DEFAULT = inspect.signature(sf_to_sh).parameters["smooth"].default
+
+
+def read_directions(path, n_expected: int) -> np.ndarray:
+    """Sphere directions (M, 3) written by :class:`FitRumba`, checked against M volumes."""
+    require_file(path, "directions file")
+    directions = np.loadtxt(path, ndmin=2)
+    if directions.shape != (n_expected, 3):
+        raise InputDataError(
+            path, f"{directions.shape[0]} directions for an fODF image of {n_expected} volumes"
+        )
+    return directions
+
+
+def directions_in(reference: str, directions, affine) -> np.ndarray:
+    """Voxel-frame ``directions`` in the requested frame (``'ijk'`` or ``'xyz'``)."""
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be 'ijk' or 'xyz', got {reference!r}")
+    return directions if reference == "ijk" else voxel_to_world(directions, affine)
+
+
+def slabs(shape, *, max_voxels: int = SLAB_VOXELS):
+    """Slices along the last spatial axis covering ``shape[:3]`` in slabs of bounded size.
+
+    Examples
+    --------
+    >>> list(slabs((10, 10, 3), max_voxels=150))
+    [slice(0, 1, None), slice(1, 2, None), slice(2, 3, None)]
+    """
+    per_slice = int(np.prod(shape[:2]))
+    step = max(1, max_voxels // max(per_slice, 1))
+    return [slice(k, min(k + step, shape[2])) for k in range(0, shape[2], step)]
+
+
+def fod_to_sh_file(
+    fod_file,
+    directions_file,
+    out_file,
+    *,
+    sh_order=DEFAULT_SH_ORDER,
+    basis=DEFAULT_SH_BASIS,
+    smooth=_SMOOTH_DEFAULT,
+    reference="ijk",
+) -> str:
+    """Fit SH to the fODF amplitudes of ``fod_file`` slab by slab; write float32 SH."""
+    image = load_image(fod_file, "fODF amplitude image")
+    directions = directions_in(
+        reference, read_directions(directions_file, image.shape[-1]), image.affine
+    )
+    # the matrix of sf_to_sh, computed once for all slabs
+    to_sh = sh_fit_matrix(directions, sh_order=sh_order, basis=basis, smooth=smooth)
+    to_sh = np.ascontiguousarray(to_sh.T, dtype=np.float32)
+    sh = np.zeros(image.shape[:3] + (to_sh.shape[1],), dtype=np.float32)
+    for rows in slabs(image.shape):
+        # NIfTI data are Fortran-ordered: a C-ordered (voxels, M) copy keeps the product in BLAS
+        amplitudes = np.ascontiguousarray(image_data(image.slicer[:, :, rows], fod_file))
+        sh[:, :, rows] = (amplitudes.reshape(-1, to_sh.shape[0]) @ to_sh).reshape(
+            amplitudes.shape[:3] + (-1,)
+        )
+    return save_like(sh, image, out_file)
+
+
+def sh_encoding(*, sh_order: int, basis: str, reference: str) -> dict:
+    """``OrientationEncoding`` of an SH image (BEP016 draft)."""
+    return {
+        "Type": "sh",
+        "SphericalHarmonicBasis": basis,
+        "SphericalHarmonicDegree": int(sh_order),
+        "EncodingAxis": 3,
+        "Reference": reference,
+    }
+
+
+class _FodToSHInputSpec(BaseInterfaceInputSpec):
+    fod_amplitudes = File(resolve=True, mandatory=True, desc="fODF amplitudes (X, Y, Z, M)")
+    directions_file = File(
+        resolve=True, mandatory=True, desc="the M sphere directions, voxel frame"
+    )
+    sh_order = traits.Int(DEFAULT_SH_ORDER, usedefault=True, desc="maximum even SH degree")
+    sh_basis = traits.Enum(
+        DEFAULT_SH_BASIS,
+        *(b for b in SH_BASES if b != DEFAULT_SH_BASIS),
+        usedefault=True,
+        desc="real symmetric SH basis",
+    )
+    smooth = traits.Float(_SMOOTH_DEFAULT, usedefault=True, desc="Laplace-Beltrami weight")
+    reference = traits.Enum(*REFERENCES, usedefault=True, desc="frame of the SH: ijk or xyz")
+
+
+class _FodToSHOutputSpec(TraitedSpec):
+    out_file = File(exists=True, desc="SH coefficients (X, Y, Z, n_coef), float32")
+    encoding = traits.Dict(desc="OrientationEncoding of the SH image")
+
+
+class FodToSH(SimpleInterface):
+    """Least-squares SH fit (basis, order) of fODF amplitudes sampled on the sphere."""
+
+    input_spec = _FodToSHInputSpec
+    output_spec = _FodToSHOutputSpec
+
+    def _run_interface(self, runtime):
+        inputs = self.inputs
+        self._results["out_file"] = fod_to_sh_file(
+            inputs.fod_amplitudes,
+            inputs.directions_file,
+            output_path(inputs.fod_amplitudes, "_sh", runtime.cwd),
+            sh_order=inputs.sh_order,
+            basis=inputs.sh_basis,
+            smooth=inputs.smooth,
+            reference=inputs.reference,
+        )
+        self._results["encoding"] = sh_encoding(
+            sh_order=inputs.sh_order, basis=inputs.sh_basis, reference=inputs.reference
+        )
+        return runtime

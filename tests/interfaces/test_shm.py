@@ -1,0 +1,103 @@
+"""FodToSH on fits of small_64D and of the synthetic phantom, against DIPY's sf_to_sh."""
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from rumba_bids.core.gradients import voxel_to_world
+from rumba_bids.core.shm import sh_to_sf
+from rumba_bids.interfaces.errors import InputDataError
+from rumba_bids.interfaces.rumba import fit_rumba_files
+from rumba_bids.interfaces.shm import FodToSH, slabs
+
+from .test_rumba import _prepare
+
+
+@pytest.fixture(scope="module")
+def small_64d_fit(small_64d, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("small64d_fit")
+    inputs = _prepare(small_64d, directory)
+    return fit_rumba_files(**{**inputs, "out_dir": str(directory)}, n_iter=20)
+
+
+def _to_sh(fit, tmp_path, **inputs):
+    return (
+        FodToSH(
+            fod_amplitudes=fit["fod_amplitudes"], directions_file=fit["directions_file"], **inputs
+        )
+        .run(cwd=str(tmp_path))
+        .outputs
+    )
+
+
+@pytest.mark.parametrize(
+    ("basis", "dipy_basis"), [("mrtrix3", "tournier07"), ("descoteaux", "descoteaux07")]
+)
+def test_matches_dipy_sf_to_sh(small_64d_fit, tmp_path, basis, dipy_basis):
+    from dipy.core.sphere import Sphere as DipySphere
+    from dipy.reconst.shm import sf_to_sh
+
+    outputs = _to_sh(small_64d_fit, tmp_path, sh_basis=basis, sh_order=6)
+    image = nib.load(outputs.out_file)
+    fod = nib.load(small_64d_fit["fod_amplitudes"])
+    assert image.shape == (10, 10, 10, 28) and image.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(image.affine, fod.affine)
+    vertices = np.loadtxt(small_64d_fit["directions_file"])
+    expected = sf_to_sh(
+        fod.get_fdata(),
+        DipySphere(xyz=vertices),
+        sh_order_max=6,
+        basis_type=dipy_basis,
+        legacy=False,
+    )
+    np.testing.assert_allclose(image.get_fdata(), expected, rtol=0, atol=1e-6)
+    assert outputs.encoding == {
+        "Type": "sh",
+        "SphericalHarmonicBasis": basis,
+        "SphericalHarmonicDegree": 6,
+        "EncodingAxis": 3,
+        "Reference": "ijk",
+    }
+
+
+def test_world_frame_coefficients_describe_the_same_function(small_64d_fit, tmp_path):
+    voxel = nib.load(_to_sh(small_64d_fit, tmp_path).out_file)
+    (tmp_path / "xyz").mkdir()
+    world = _to_sh(small_64d_fit, tmp_path / "xyz", reference="xyz")
+    assert world.encoding["Reference"] == "xyz"
+    vertices = np.loadtxt(small_64d_fit["directions_file"])
+    rotated = voxel_to_world(vertices, voxel.affine)  # small_64D's affine is oblique
+    assert np.abs(rotated - vertices).max() > 0.1
+    in_voxel = sh_to_sf(voxel.get_fdata()[5, 5, 5], vertices)
+    in_world = sh_to_sf(nib.load(world.out_file).get_fdata()[5, 5, 5], rotated)
+    np.testing.assert_allclose(in_world, in_voxel, atol=1e-6)
+
+
+def test_slab_by_slab_equals_whole_volume(small_64d_fit, tmp_path, monkeypatch):
+    whole = nib.load(_to_sh(small_64d_fit, tmp_path).out_file).get_fdata()
+    monkeypatch.setattr("rumba_bids.interfaces.shm.SLAB_VOXELS", 150)
+    assert len(slabs((10, 10, 10), max_voxels=150)) == 10
+    (tmp_path / "slabs").mkdir()
+    sliced = nib.load(_to_sh(small_64d_fit, tmp_path / "slabs").out_file).get_fdata()
+    np.testing.assert_array_equal(sliced, whole)
+
+
+def test_synthetic_sh_reproduces_the_smooth_fod(synthetic_dwi, tmp_path):
+    inputs = _prepare(synthetic_dwi, tmp_path / "inputs", mask_file=synthetic_dwi.mask_file)
+    fit = fit_rumba_files(**inputs, out_dir=str(tmp_path), n_iter=10, sphere="repulsion200")
+    sh = nib.load(_to_sh(fit, tmp_path, sh_order=8).out_file).get_fdata()
+    fod = nib.load(fit["fod_amplitudes"]).get_fdata()
+    vertices = np.loadtxt(fit["directions_file"])
+    # after 10 iterations the fODF is still smooth: order 8 represents it closely
+    back = sh_to_sf(sh[2, 2, 2], vertices)
+    assert np.abs(back - fod[2, 2, 2]).max() < 0.05 * fod[2, 2, 2].max()
+    assert abs(sh[2, 2, 2, 0] * np.sqrt(4 * np.pi) - fod[2, 2, 2].mean() * 4 * np.pi) < 1e-3
+
+
+def test_directions_must_match_the_volumes(small_64d_fit, tmp_path):
+    wrong = tmp_path / "directions.txt"
+    np.savetxt(wrong, np.loadtxt(small_64d_fit["directions_file"])[:-2])
+    with pytest.raises(InputDataError, match=re.escape(f"{wrong}: 722 directions for an fODF")):
+        _to_sh({**small_64d_fit, "directions_file": str(wrong)}, tmp_path)
