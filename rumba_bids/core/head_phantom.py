@@ -1,6 +1,9 @@
 """A synthetic head phantom with known fibre directions and tissue fractions.
 
-The phantom is a brain-shaped ellipsoid inside a field of background noise:
+The phantom is a brain-shaped ellipsoid inside a head, inside a field of
+background noise:
+
+* a scalp (isotropic, 1.2e-3 mm^2/s) separated from the brain by a dark skull;
 
 * a grey-matter-like cortical rim (isotropic diffusivity 0.8e-3 mm^2/s, with
   sulcal CSF partial volume in its outer layer);
@@ -28,11 +31,19 @@ from .phantoms import WM_EVALS, add_rician_noise, fibonacci_directions, multi_te
 #: Isotropic diffusivities (mm^2/s) of the grey-matter-like and CSF-like compartments.
 GM_DIFFUSIVITY = 0.8e-3
 CSF_DIFFUSIVITY = 3.0e-3
-#: Default grid (voxels) and brain semi-axes (voxels): about 20 x 24 x 11 voxels of brain.
-DEFAULT_SHAPE = (24, 28, 14)
+SCALP_DIFFUSIVITY = 1.2e-3
+#: Default grid (voxels): a brain of about 31 x 39 x 25 voxels inside a head.
+DEFAULT_SHAPE = (40, 48, 34)
+#: Thickness (voxels) of the skull and of the scalp around the brain.
+SKULL_THICKNESS = 1.0
+SCALP_THICKNESS = 2.0
+#: Air between the head and the edge of the grid (voxels).
+AIR_MARGIN = 1.5
 MAX_FIBRES = 3
+#: b0 signal per unit volume of WM, GM, CSF and scalp (T2 weighting at TE ~ 80 ms).
+RELATIVE_S0 = (1.0, 1.3, 2.5, 0.7)
 #: Tissue labels of :attr:`HeadPhantom.tissue`.
-TISSUE_LABELS = {0: "background", 1: "white matter", 2: "grey matter", 3: "CSF"}
+TISSUE_LABELS = {0: "background", 1: "white matter", 2: "grey matter", 3: "CSF", 4: "scalp"}
 
 
 def _unit(vector) -> np.ndarray:
@@ -57,10 +68,13 @@ class HeadPhantom:
     gtab : GradientTable
         Acquisition, b-vectors in the voxel frame.
     brain_mask : ndarray of bool, shape (X, Y, Z)
+    head_mask : ndarray of bool, shape (X, Y, Z)
+        Brain, skull and scalp.
     tissue : ndarray of uint8, shape (X, Y, Z)
         Dominant tissue, labels in :data:`TISSUE_LABELS`.
     f_wm, f_gm, f_csf : ndarray, shape (X, Y, Z)
-        Signal fractions of the compartments (sum to 1 in the brain, 0 outside).
+        Signal fractions of the compartments (sum to 1 in the brain, 0 outside
+        it, scalp included).
     fibre_directions : ndarray, shape (X, Y, Z, 3, 3)
         Unit fibre directions (voxel frame) per fibre slot; NaN where a slot is empty.
     fibre_fractions : ndarray, shape (X, Y, Z, 3)
@@ -74,6 +88,7 @@ class HeadPhantom:
     signal: np.ndarray
     gtab: GradientTable
     brain_mask: np.ndarray
+    head_mask: np.ndarray
     tissue: np.ndarray
     f_wm: np.ndarray
     f_gm: np.ndarray
@@ -132,6 +147,12 @@ def _normalised_coordinates(shape, semi_axes, centre):
     return [(grid[axis] - centre[axis]) / semi_axes[axis] for axis in range(3)]
 
 
+def default_semi_axes(shape) -> tuple[float, float, float]:
+    """Brain semi-axes (voxels) leaving room for skull, scalp and some air."""
+    room = SKULL_THICKNESS + SCALP_THICKNESS + AIR_MARGIN
+    return tuple(0.5 * s - room for s in shape)
+
+
 def head_geometry(*, shape=DEFAULT_SHAPE, semi_axes=None) -> dict:
     """Tissue fractions and fibre configuration of the phantom (no signal).
 
@@ -140,26 +161,37 @@ def head_geometry(*, shape=DEFAULT_SHAPE, semi_axes=None) -> dict:
     shape : tuple of 3 int
         Grid size in voxels.
     semi_axes : tuple of 3 float, optional
-        Brain ellipsoid semi-axes in voxels; default 42 %, 43 % and 40 % of
-        the grid size.
+        Brain ellipsoid semi-axes in voxels; default :func:`default_semi_axes`.
+        The skull and scalp add :data:`SKULL_THICKNESS` and
+        :data:`SCALP_THICKNESS` voxels around it.
 
     Returns
     -------
     dict
-        ``brain_mask``, ``tissue``, ``f_wm``, ``f_gm``, ``f_csf``,
-        ``fibre_directions``, ``fibre_fractions``, ``n_fibres`` as in
-        :class:`HeadPhantom`.
+        ``brain_mask``, ``head_mask``, ``tissue``, ``f_wm``, ``f_gm``,
+        ``f_csf`` (volume fractions), ``fibre_directions``,
+        ``fibre_fractions``, ``n_fibres`` as in :class:`HeadPhantom`.
     """
     shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 6:
-        raise ValueError(f"shape must be 3 sizes of at least 6 voxels, got {shape}")
+    if len(shape) != 3 or min(shape) < 16:
+        raise ValueError(f"shape must be 3 sizes of at least 16 voxels, got {shape}")
     if semi_axes is None:
-        semi_axes = (0.42 * shape[0], 0.43 * shape[1], 0.40 * shape[2])
+        semi_axes = default_semi_axes(shape)
+    semi_axes = tuple(float(a) for a in semi_axes)
+    if min(semi_axes) < 3:
+        raise ValueError(f"brain semi-axes must be at least 3 voxels, got {semi_axes}")
     centre = [(s - 1) / 2.0 for s in shape]
     u, v, w = _normalised_coordinates(shape, semi_axes, centre)
     radius = np.sqrt(u**2 + v**2 + w**2)
 
+    def inside(extra):
+        axes = [a + extra for a in semi_axes]
+        x, y, z = _normalised_coordinates(shape, axes, centre)
+        return x**2 + y**2 + z**2 <= 1.0
+
     brain = radius <= 1.0
+    head = inside(SKULL_THICKNESS + SCALP_THICKNESS)
+    scalp = head & ~inside(SKULL_THICKNESS)
     outer_rim = brain & (radius > 0.9)
     inner_rim = brain & (radius > 0.8) & ~outer_rim
     deep = brain & (radius <= 0.8)
@@ -183,6 +215,7 @@ def head_geometry(*, shape=DEFAULT_SHAPE, semi_axes=None) -> dict:
     tissue[outer_rim | inner_rim] = 2
     tissue[white] = 1
     tissue[ventricle] = 3
+    tissue[scalp] = 4
 
     # bundles (u: left-right, v: posterior-anterior, w: inferior-superior)
     side = np.where(u >= 0, 1.0, -1.0)
@@ -221,6 +254,7 @@ def head_geometry(*, shape=DEFAULT_SHAPE, semi_axes=None) -> dict:
     fractions[occupied] = np.broadcast_to(share[..., None], fractions.shape)[occupied]
     return {
         "brain_mask": brain,
+        "head_mask": head,
         "tissue": tissue,
         "f_wm": f_wm,
         "f_gm": f_gm,
@@ -252,6 +286,7 @@ def make_head_phantom(
     gm_diffusivity: float = GM_DIFFUSIVITY,
     csf_diffusivity: float = CSF_DIFFUSIVITY,
     gain_strength: float = 0.15,
+    relative_s0=RELATIVE_S0,
     rng=None,
 ) -> HeadPhantom:
     """Simulate the head phantom for the acquisition ``gtab``.
@@ -273,16 +308,28 @@ def make_head_phantom(
         Isotropic diffusivities (mm^2/s).
     gain_strength : float
         Amplitude of the smooth gain field (0 for none).
+    relative_s0 : tuple of 4 float
+        b0 signal per unit volume of WM, GM, CSF and scalp (T2 weighting at a
+        typical echo time: CSF is bright).  The fractions of the result are
+        *signal* fractions, what a multi-compartment fit estimates.
     rng : int or numpy.random.Generator, optional
         Seed of the noise and the gain field.
 
     Returns
     -------
     HeadPhantom
+        With signal fractions; ``snr`` refers to pure white matter.
     """
     rng = np.random.default_rng(rng)
     geometry = head_geometry(shape=shape, semi_axes=semi_axes)
     brain = geometry["brain_mask"]
+    s_wm, s_gm, s_csf, s_scalp = (float(v) for v in relative_s0)
+    weight = geometry["f_wm"] * s_wm + geometry["f_gm"] * s_gm + geometry["f_csf"] * s_csf
+    scale = np.divide(1.0, weight, out=np.zeros_like(weight), where=weight > 0)
+    geometry["f_wm"] = geometry["f_wm"] * s_wm * scale
+    geometry["f_gm"] = geometry["f_gm"] * s_gm * scale
+    geometry["f_csf"] = geometry["f_csf"] * s_csf * scale
+    geometry["fibre_fractions"] = geometry["fibre_fractions"] * (s_wm * scale)[..., None]
     directions = geometry["fibre_directions"][brain]
     fractions = geometry["fibre_fractions"][brain]
     safe_dirs = np.where(np.isnan(directions), LEFT_RIGHT, directions)
@@ -297,7 +344,9 @@ def make_head_phantom(
         S0=1.0,
     )
     signal = np.zeros(tuple(shape) + (len(gtab),))
-    signal[brain] = clean
+    signal[brain] = clean * weight[brain][:, None]
+    scalp = geometry["tissue"] == 4
+    signal[scalp] = s_scalp * np.exp(-gtab.bvals * SCALP_DIFFUSIVITY)
     signal *= gain_field(shape, rng=rng, strength=gain_strength)[..., None]
     noisy = add_rician_noise(signal, snr=snr, rng=rng) * S0
     return HeadPhantom(

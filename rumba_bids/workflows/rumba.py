@@ -207,7 +207,7 @@ def init_rumba_wf(
     npeaks=PEAK_DEFAULTS["npeaks"],
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
-    reference="ijk",
+    reference="xyz",
     b0_threshold=DEFAULT_B0_THRESHOLD,
     omp_nthreads=1,
     mem_gb=None,

@@ -1,0 +1,483 @@
+"""``rumba-bids``: the BIDS-App entry point.
+
+``main()`` parses the command line, checks every selected run before building
+anything, validates the dataset, builds one Nipype graph and runs it with the
+chosen plugin, and returns the BIDS-Apps exit code.  Expected errors end in
+one line ``rumba-bids: error: <file>: <problem>`` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .errors import (
+    CannotCreateOutputError,
+    ExitCode,
+    InputMissingError,
+    ProcessingError,
+    RumbaBidsError,
+    UsageError,
+)
+
+PROG = "rumba-bids"
+logger = logging.getLogger("rumba_bids.cli")
+#: Thread-count variables read by BLAS / OpenMP libraries when they load.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def limit_blas_threads(n_threads: int) -> None:
+    """Limit BLAS/OpenMP threads of this process and of the processes it starts.
+
+    The environment variables take effect for libraries not loaded yet (and
+    in Nipype's worker processes); :mod:`threadpoolctl`, when installed, also
+    limits libraries already loaded.
+    """
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(n_threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n_threads)
+
+
+def _ensure_writable_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CannotCreateOutputError(
+            f"cannot create the {what} ({error.strerror or error})", path=path
+        ) from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CannotCreateOutputError(f"the {what} is not writable", path=path)
+
+
+def _check_writable_target(path: Path, what: str) -> None:
+    """Fail early (exit 73) when ``path`` could not be created; creates nothing."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CannotCreateOutputError(f"the {what} is inside a file ({existing})", path=path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CannotCreateOutputError(f"the {what} is not writable", path=path)
+
+
+def main(argv=None) -> int:
+    """Run ``rumba-bids``; return the exit code (see ``rumba-bids -h``)."""
+    from .parser import parse_settings
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("NIPYPE_NO_ET", "1")  # no version check over the network
+    try:
+        settings = parse_settings(argv)
+    except SystemExit as done:  # -h / --version
+        return int(done.code or 0)
+    except RumbaBidsError as error:
+        suffix = f" (see {PROG} -h)" if isinstance(error, UsageError) else ""
+        print(error.one_line(PROG) + suffix, file=sys.stderr)
+        return int(error.exit_code)
+    limit_blas_threads(settings.omp_nthreads)
+
+    from .logs import setup_logging
+
+    console_filter = setup_logging(settings.verbosity)
+    started = time.monotonic()
+    try:
+        if settings.analysis_level == "group":
+            from .group import run_group
+
+            code = run_group(settings)
+        else:
+            code = run_participant(settings, console_filter=console_filter)
+    except RumbaBidsError as error:
+        print(error.one_line(PROG), file=sys.stderr)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    elapsed = time.monotonic() - started
+    if code == ExitCode.SUCCESS:
+        logger.info("%s finished successfully in %.1f s", PROG, elapsed)
+    return int(code)
+
+
+def run_participant(settings, *, console_filter=None) -> int:
+    """The participant level: check, validate, build, run.  Returns the exit code."""
+    from .collect import (
+        collect_runs,
+        dwi_query,
+        is_derivative_dataset,
+        load_layout,
+        read_dataset_description,
+    )
+
+    if settings.reports_only:
+        return make_reports(settings, settings.participant_label)
+    description = read_dataset_description(settings.bids_dir)
+    derivative = is_derivative_dataset(description)
+    _check_writable_target(settings.output_dir, "output directory")
+    _check_writable_target(settings.work_dir, "work directory")
+
+    logger.info("%s %s: indexing %s", PROG, settings.version, settings.bids_dir)
+    layout = load_layout(settings.bids_dir, derivative=derivative)
+    _, files = dwi_query(
+        layout,
+        participant_label=settings.participant_label,
+        session_label=settings.session_label,
+        filters=dict(settings.bids_filters).get("dwi", {}),
+    )
+    collected = collect_runs(layout, files, derivative=derivative)
+    valid, rejected = preflight(collected, mask_file=settings.mask_file)
+    labels = [run.label for run, _ in valid]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise UsageError(
+            f"several DWI images would write the outputs of {', '.join(duplicated)} (they "
+            "differ only in desc); choose one with --bids-filter-file, e.g. "
+            '{"dwi": {"desc": "preproc"}}',
+            path=settings.bids_dir,
+        )
+
+    if settings.skip_bids_validation:
+        logger.info("BIDS validation skipped (--skip-bids-validation)")
+    elif derivative:
+        logger.info("input is a derivatives dataset: BIDS validation skipped")
+    else:
+        _validate(settings, collected, rejected)
+
+    if not valid:
+        first_error = rejected[0][1]
+        raise type(first_error)(
+            f"none of the {len(rejected)} selected DWI run(s) can be processed (see above)",
+            path=settings.bids_dir,
+        )
+
+    _ensure_writable_dir(settings.output_dir, "output directory")
+    _ensure_writable_dir(settings.work_dir, "work directory")
+    dwi_runs, gm_by_run = _dwi_runs(settings, valid, derivative=derivative)
+    _write_dataset_files(settings, description, dwi_runs, gm_by_run, derivative=derivative)
+
+    workflow = build_workflow(settings, dwi_runs, gm_by_run)
+    if console_filter is not None:
+        console_filter.run_labels.update({run.workflow_name: run.label for run in dwi_runs})
+    failed = execute(workflow, settings, dwi_runs)
+
+    make_reports(settings, sorted({run.subject for run in dwi_runs}), required=False)
+    problems = len(rejected) + len(failed)
+    if problems:
+        for run, error in rejected:
+            logger.error(
+                "not processed: %s (invalid input, exit code %d)", run.label, error.exit_code
+            )
+        for label in failed:
+            logger.error("failed: %s", label)
+        print(
+            f"{PROG}: error: {problems} of {len(collected)} run(s) failed or were invalid "
+            f"({', '.join([r.label for r, _ in rejected] + failed)}); crash files under "
+            f"{settings.output_dir}/sub-<label>/log/{settings.run_uuid}/",
+            file=sys.stderr,
+        )
+        return int(ExitCode.PROCESSING_FAILED)
+    logger.info("%d run(s) processed; outputs in %s", len(dwi_runs), settings.output_dir)
+    return int(ExitCode.SUCCESS)
+
+
+def make_reports(settings, subjects, *, required: bool = True) -> int:
+    """Write ``sub-<label>.html`` (and its figures) for ``subjects`` (all when empty).
+
+    With ``required`` (``--reports-only``) a subject without outputs is an
+    error (exit 66); after processing, a report problem is logged and never
+    changes the exit code of the processing.
+    """
+    from ..reports.html import generate_all_reports
+
+    try:
+        pages = generate_all_reports(settings.output_dir, subjects, bids_dir=settings.bids_dir)
+    except ValueError as error:
+        if required:
+            raise InputMissingError(str(error)) from error
+        logger.error("reports not written: %s", error)
+        return int(ExitCode.PROCESSING_FAILED)
+    except Exception as error:  # a broken report must not hide the processing result
+        if required:
+            raise ProcessingError(
+                f"the reports failed: {type(error).__name__}: {error}"
+            ) from error
+        logger.exception("reports not written")
+        return int(ExitCode.PROCESSING_FAILED)
+    logger.debug("reports: %s", ", ".join(str(page) for page in pages))
+    return int(ExitCode.SUCCESS)
+
+
+def preflight(collected, *, mask_file=None):
+    """Check every run; return (valid [(run, facts)], rejected [(run, error)])."""
+    from .checks import inspect_run
+
+    valid, rejected = [], []
+    for run in collected:
+        mask = mask_file or run.mask_file
+        try:
+            facts = inspect_run(run.dwi_file, run.bval_file, run.bvec_file, mask)
+        except RumbaBidsError as error:
+            print(error.one_line(PROG), file=sys.stderr)
+            rejected.append((run, error))
+            continue
+        logger.info(
+            "%s: %s, %d volumes (%d b0, shells %s)%s",
+            run.label,
+            "x".join(str(s) for s in facts.shape[:3]),
+            facts.n_volumes,
+            facts.n_b0,
+            "/".join(f"{b:.0f}" for b in facts.shells),
+            f", mask {Path(mask).name}" if mask else "",
+        )
+        valid.append((run, facts))
+    return valid, rejected
+
+
+def _validate(settings, collected, rejected) -> None:
+    from .validation import find_validator, validate
+
+    executable = find_validator()
+    if executable is None:
+        logger.warning(
+            "BIDS validator not found (pip install bids-validator-deno); validation skipped"
+        )
+        return
+    subjects = {run.entity_dict["subject"] for run in collected}
+    stems = {_stem(run.dwi_file) for run, _ in rejected}
+    warnings = validate(
+        settings.bids_dir, selected_subjects=subjects, ignored_runs=stems, executable=executable
+    )
+    logger.info("BIDS validation passed (%d warning(s))", warnings)
+
+
+def _stem(path: Path) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def _source_uri(path: Path, root: Path, dataset: str) -> str:
+    return f"bids:{dataset}:{Path(path).relative_to(root).as_posix()}"
+
+
+def _dwi_runs(settings, valid, *, derivative: bool):
+    from ..workflows.bids import DwiRun
+
+    dataset = "preprocessed" if derivative else "raw"
+    runs, gm_by_run = [], {}
+    for run, facts in valid:
+        mask = settings.mask_file or run.mask_file
+        sources = [
+            _source_uri(path, settings.bids_dir, dataset)
+            for path in (run.dwi_file, run.bval_file, run.bvec_file)
+        ]
+        if run.mask_file and not settings.mask_file:
+            sources.append(_source_uri(run.mask_file, settings.bids_dir, dataset))
+        dwi_run = DwiRun(
+            dwi_file=str(run.dwi_file),
+            bval_file=str(run.bval_file),
+            bvec_file=str(run.bvec_file),
+            label=run.label,
+            mask_file=None if mask is None else str(mask),
+            n_shells=facts.n_shells,
+            sources=tuple(sources),
+        )
+        gm = settings.model.gm_enabled(facts.n_shells)
+        gm_by_run[run.label] = gm
+        if settings.model.use_gm is None:
+            logger.info(
+                "%s: GM compartment %s (%d non-zero shell(s); on from 3)",
+                run.label,
+                "on" if gm else "off",
+                facts.n_shells,
+            )
+        runs.append(dwi_run)
+    return runs, gm_by_run
+
+
+def rumba_options(model) -> dict:
+    """Keyword arguments of ``init_rumba_wf`` from the model options."""
+    if model.use_gm is None:
+        gm = "auto"
+    else:
+        gm = model.gm_response if model.use_gm else None
+    return {
+        "response": model.response,
+        "response_file": None if model.response_file is None else str(model.response_file),
+        "fit": model.fit,
+        "use_tv": model.use_tv,
+        "n_iter": model.n_iter,
+        "sphere": model.sphere,
+        "recon_type": model.recon_type,
+        "n_coils": model.n_coils,
+        "R": model.acceleration_factor,
+        "wm_response": tuple(model.wm_response) if model.response == "default" else None,
+        "gm_response": gm,
+        "csf_response": model.csf_response if model.use_csf else None,
+        "sh_order": model.sh_order,
+        "sh_basis": model.sh_basis,
+        "npeaks": model.npeaks,
+        "relative_peak_threshold": model.peak_threshold,
+        "min_separation_angle": model.min_separation_angle,
+    }
+
+
+def build_workflow(settings, dwi_runs, gm_by_run):
+    """The Nipype graph of the participant level, configured for execution."""
+    from nipype import config as nipype_config
+
+    from ..workflows.bids import init_rumba_bids_wf
+
+    nipype_config.set("execution", "crashfile_format", "txt")
+    nipype_config.set("execution", "stop_on_first_crash", str(settings.stop_on_first_crash))
+    nipype_config.set("execution", "hash_method", "timestamp")
+    nipype_config.set("execution", "create_report", "false")
+    nipype_config.set("execution", "poll_sleep_duration", "0.05")
+    nipype_config.set("execution", "check_version", "false")
+    if settings.resource_monitor:
+        try:
+            import psutil  # noqa: F401  (the monitor's requirement)
+        except ImportError:
+            logger.warning("--resource-monitor needs psutil (pip install psutil); not enabled")
+        else:
+            nipype_config.enable_resource_monitor()
+    workflow = init_rumba_bids_wf(
+        runs=dwi_runs,
+        output_dir=settings.output_dir,
+        run_uuid=settings.run_uuid,
+        rumba_options=rumba_options(settings.model),
+        gm_by_run=gm_by_run,
+        use_csf=settings.model.use_csf,
+        write_amplitudes=settings.model.write_amplitudes,
+        omp_nthreads=settings.omp_nthreads,
+        version=settings.version,
+    )
+    workflow.base_dir = str(settings.work_dir)
+    workflow.config["execution"].update(
+        {
+            "crashfile_format": "txt",
+            "stop_on_first_crash": settings.stop_on_first_crash,
+            "crashdump_dir": str(settings.output_dir / "logs" / settings.run_uuid),
+        }
+    )
+    return workflow
+
+
+def execute(workflow, settings, dwi_runs) -> list[str]:
+    """Run the graph; return the labels of the runs with a crashed step."""
+    n_nodes = len(workflow._get_all_nodes())
+    logger.info(
+        "running %d run(s) (%d steps) with %s %s; work directory %s",
+        len(dwi_runs),
+        n_nodes,
+        settings.plugin,
+        dict(settings.plugin_args),
+        settings.work_dir,
+    )
+    try:
+        workflow.run(plugin=settings.plugin, plugin_args=dict(settings.plugin_args))
+    except RuntimeError as error:
+        if "Workflow did not execute cleanly" not in str(error) and not _crash_files(settings):
+            raise ProcessingError(
+                f"the Nipype plugin {settings.plugin} failed: {error}"
+            ) from error
+    except Exception as error:  # a plugin that cannot start (bad plugin_args, no scheduler)
+        if settings.plugin == "MultiProc":
+            raise
+        raise ProcessingError(
+            f"the Nipype plugin {settings.plugin} failed: {type(error).__name__}: {error}"
+        ) from error
+    crashed_nodes = [_crashed_node(path) for path in _crash_files(settings)]
+    failed = [
+        run.label
+        for run in dwi_runs
+        if any(run.workflow_name in node.split(".") for node in crashed_nodes)
+    ]
+    if crashed_nodes and not failed:  # a crash outside the run workflows: all are suspect
+        failed = [run.label for run in dwi_runs]
+    return failed
+
+
+def _crashed_node(crash_file: Path) -> str:
+    """Full node name recorded on the first line of a text crash file."""
+    try:
+        first = crash_file.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+    return first.split(":", 1)[1].strip() if first.startswith("Node:") else ""
+
+
+def _crash_files(settings) -> list[Path]:
+    """Crash files written by this invocation (its run_uuid)."""
+    pattern = f"sub-*/log/{settings.run_uuid}/crash-*"
+    return sorted(settings.output_dir.glob(pattern)) + sorted(
+        (settings.output_dir / "logs" / settings.run_uuid).glob("crash-*")
+    )
+
+
+def _write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivative) -> None:
+    from .. import __version__
+    from ..interfaces.derivatives import atomic_write_json, atomic_write_text
+    from .boilerplate import citation_files
+
+    dataset = "preprocessed" if derivative else "raw"
+    generated_by = {
+        "Name": "rumba-bids",
+        "Version": __version__,
+        "CodeURL": "https://github.com/rumba-bids/rumba-bids",
+        "Description": "RUMBA-SD fibre orientation distributions",
+    }
+    if Path("/.dockerenv").exists():
+        generated_by["Container"] = {"Type": "docker"}
+    elif os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME"):
+        generated_by["Container"] = {"Type": "apptainer"}
+    source = {"URL": settings.bids_dir.as_uri()}
+    if description.get("DatasetDOI"):
+        source["DOI"] = description["DatasetDOI"]
+    atomic_write_json(
+        settings.output_dir / "dataset_description.json",
+        {
+            "Name": "rumba-bids: RUMBA-SD fibre orientation distributions",
+            "BIDSVersion": description.get("BIDSVersion", "1.10.0"),
+            "DatasetType": "derivative",
+            "GeneratedBy": [generated_by],
+            "SourceDatasets": [source],
+            "DatasetLinks": {dataset: settings.bids_dir.as_uri()},
+            "HowToAcknowledge": "Cite the references in logs/CITATION.md",
+        },
+    )
+    markdown, bib = citation_files(
+        version=__version__,
+        model=settings.model,
+        n_runs=len(dwi_runs),
+        n_participants=len({run.subject for run in dwi_runs}),
+        gm_runs=sum(gm_by_run.values()),
+        derivative_input=derivative,
+        user_mask=settings.mask_file is not None,
+        response_file_name=None
+        if settings.model.response_file is None
+        else settings.model.response_file.name,
+    )
+    logs = settings.output_dir / "logs"
+    atomic_write_text(logs / "CITATION.md", markdown)
+    atomic_write_text(logs / "CITATION.bib", bib)
+    for subject in sorted({run.subject for run in dwi_runs}):
+        log_dir = settings.output_dir / f"sub-{subject}" / "log" / settings.run_uuid
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(log_dir / "rumba_bids_settings.json", settings.to_json())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
