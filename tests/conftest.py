@@ -20,6 +20,12 @@ def pytest_configure(config):
     # no network in tests: Nipype's interfaces would otherwise ask etelemetry for its latest
     # version the first time one is created in each process (MultiProc workers inherit this)
     os.environ["NIPYPE_NO_ET"] = "1"
+    # pytest-xdist runs one worker per core: one BLAS thread each, or the workers'
+    # OpenBLAS threads busy-wait against each other (measured 7x slower)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from threadpoolctl import threadpool_limits
+
+        config._rumba_blas_limit = threadpool_limits(1)
 
 
 @dataclass(frozen=True)
