@@ -33,7 +33,9 @@ class TensorFit:
     Attributes
     ----------
     evals : ndarray, shape (..., 3)
-        Eigenvalues in mm^2/s (if b is in s/mm^2), descending, clipped at 0.
+        Eigenvalues in mm^2/s (if b is in s/mm^2), descending.  In fitted
+        voxels they are at least ``1e-6 / b_max`` (about 1e-9 mm^2/s: negative
+        eigenvalues are noise), as in DIPY; 0 elsewhere.
     evecs : ndarray, shape (..., 3, 3)
         Eigenvectors as columns: ``evecs[..., :, k]`` belongs to ``evals[..., k]``.
     S0 : ndarray, shape (...)
@@ -175,6 +177,8 @@ def fit_tensor(
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != spatial:
             raise ValueError(f"mask shape {mask.shape} differs from the data's {spatial}")
+    # the smallest diffusivity the acquisition can resolve (DIPY's floor)
+    min_diffusivity = 1e-6 / max(-design[:, :6].min(), 1.0)
     voxels = data[mask]
     positive = voxels > 0
     fittable = positive.any(axis=-1) & positive[:, gtab.b0s_mask].any(axis=-1)
@@ -187,7 +191,7 @@ def fit_tensor(
     for start in range(0, len(index), max(int(chunk_size), 1)):
         sel = index[start : start + chunk_size]
         params = _wls_chunk(design, voxels[sel], min_signal=min_signal)
-        evals[sel], evecs[sel] = _decompose(params[:, :6])
+        evals[sel], evecs[sel] = _decompose(params[:, :6], floor=min_diffusivity)
         S0[sel] = np.exp(params[:, 6])
 
     fitted = np.zeros(spatial, dtype=bool)
@@ -219,10 +223,10 @@ def _wls_chunk(design: np.ndarray, signal: np.ndarray, *, min_signal: float) -> 
     return beta / scale
 
 
-def _decompose(lower: np.ndarray):
+def _decompose(lower: np.ndarray, *, floor: float):
     """Eigen-decomposition of tensors given as (Dxx, Dyy, Dzz, Dxy, Dxz, Dyz).
 
-    Returns descending eigenvalues clipped at 0, shape (V, 3), and
+    Returns descending eigenvalues raised to ``floor``, shape (V, 3), and
     eigenvectors as columns, shape (V, 3, 3).
     """
     tensors = np.empty((len(lower), 3, 3))
@@ -230,4 +234,4 @@ def _decompose(lower: np.ndarray):
         tensors[:, i, j] = lower[:, k]
         tensors[:, j, i] = lower[:, k]
     values, vectors = np.linalg.eigh(tensors)
-    return np.clip(values[:, ::-1], 0.0, None), vectors[:, :, ::-1]
+    return np.maximum(values[:, ::-1], floor), vectors[:, :, ::-1]
