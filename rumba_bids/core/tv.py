@@ -18,7 +18,7 @@ import numpy as np
 TV_EPSILON = 1e-7
 _EPS = np.finfo(np.float64).eps
 #: Work memory allowed for one block of the TV computation (bytes).
-TV_BLOCK_BYTES = 256 * 2**20
+TV_BLOCK_BYTES = 32 * 2**20
 
 
 def _block_size(grid_shape, n_components: int, itemsize: int) -> int:
