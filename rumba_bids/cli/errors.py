@@ -21,6 +21,9 @@ class ExitCode(IntEnum):
     DATA = 65
     NO_INPUT = 66
     CANNOT_CREATE_OUTPUT = 73
+    INTERRUPTED_SIGHUP = 129
+    INTERRUPTED_SIGINT = 130
+    INTERRUPTED_SIGTERM = 143
 
 
 EXIT_CODE_HELP = """\
@@ -31,11 +34,19 @@ exit codes:
   16  BIDS validation failed
   17  unknown analysis level
   18  the participant/session labels or --bids-filter-file selected no DWI run
-  64  usage error (bad flags or values, output_dir equal to or inside bids_dir)
-  65  data error (bval/bvec/volume counts disagree, no b0 volume, 3D or corrupt
-      image, NaNs)
+  64  usage error (bad flags or values, output_dir equal to or inside bids_dir,
+      labels or filters that are not BIDS values, a run that needs more memory
+      than --mem or the machine allows)
+  65  data error (bval/bvec/volume counts disagree, no b0 volume, zero-length or
+      NaN b-vectors, b-values not in s/mm^2, a 3D/5D, corrupt or non-NIfTI image,
+      NaN/inf values, an all-zero volume, deep negative values, a mask on another
+      grid, empty or not binary)
   66  input missing (bids_dir absent or not BIDS, bval/bvec file missing)
-  73  cannot create output (output or work directory not writable)"""
+  73  cannot create output (output or work directory not writable)
+  129 interrupted by SIGHUP (as 130)
+  130 interrupted by SIGINT (Ctrl-C): finished steps stay in the work directory,
+      no derivative is left half-written; rerun the same command to resume
+  143 interrupted by SIGTERM (as 130)"""
 
 
 class RumbaBidsError(Exception):

@@ -96,6 +96,24 @@ class NipypeConsoleFilter(logging.Filter):
         return record.levelno >= logging.WARNING and "Traceback" not in message
 
 
+class LostWorkerFilter(logging.Filter):
+    """One line instead of a traceback when a process pool reports a lost worker.
+
+    ``concurrent.futures`` logs the exception Nipype's MultiProc callback raises when
+    a worker process dies (killed by the OOM killer, say); the step is then reported
+    as failed by Nipype, so the console only needs to know why.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            kind = record.exc_info[0].__name__ if record.exc_info[0] else "error"
+            record.msg = f"a worker process ended abruptly ({kind}: killed, e.g. out of memory?)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(verbosity: int = 0, *, run_labels=None, log_file=None):
     """Configure the ``rumba_bids`` and ``nipype`` loggers for the console.
 
@@ -144,6 +162,14 @@ def setup_logging(verbosity: int = 0, *, run_labels=None, log_file=None):
             nipype_logger.removeHandler(handler)
         nipype_logger.addHandler(workflow_handler)
         nipype_logger.propagate = False
+    pool_logger = logging.getLogger("concurrent.futures")
+    pool_logger.handlers.clear()
+    pool_handler = logging.StreamHandler(sys.stderr)
+    pool_handler.setFormatter(formatter)
+    pool_handler.addFilter(LostWorkerFilter())
+    pool_logger.addHandler(pool_handler)
+    pool_logger.propagate = False
+    pool_logger.disabled = False
     # DEBUG records reach the filter, which keeps only "Skipping cached node" (as INFO)
     logging.getLogger("nipype.workflow").setLevel(logging.DEBUG)
     logging.getLogger("nipype.interface").setLevel(logging.INFO)

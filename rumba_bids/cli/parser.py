@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="BLAS/OpenMP threads of one process (default: 1 when --nprocs > 1)",
+        help="BLAS/OpenMP threads of one process (default 1; at most --nprocs)",
     )
     perf.add_argument(
         "--mem",
@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_memory_gb,
         default=None,
         metavar="GB",
-        help="memory limit for scheduling, e.g. 16 or 16GB (default: all available)",
+        help="memory limit, e.g. 16 or 16GB: steps are scheduled within it and the fit "
+        "processes voxels in blocks that fit (default: the machine's memory); runs that "
+        "cannot fit are refused up front",
     )
     perf.add_argument(
         "-w",
@@ -468,9 +470,58 @@ def _is_relative_to(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def _read_filters(path: Path) -> dict:
+def _input_file(path: Path, option: str) -> Path:
+    """``path`` resolved, if it is a regular file (not a directory, device or FIFO)."""
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise InputMissingError(f"{option} does not exist", path=path)
     if not path.is_file():
-        raise InputMissingError("--bids-filter-file does not exist", path=path)
+        raise UsageError(f"{option} is not a regular file", path=path)
+    return path
+
+
+#: Keyword arguments of ``BIDSLayout.get`` that are not entities: a filter file may
+#: only narrow the query by entity values, never change how or where pybids looks.
+_QUERY_KEYWORDS = frozenset(
+    {
+        "return_type",
+        "target",
+        "scope",
+        "regex_search",
+        "absolute_paths",
+        "invalid_filters",
+        "drop_invalid_filters",
+    }
+)
+_FILTER_KEY = re.compile(r"[a-z][a-zA-Z]*")
+#: Characters of entity values in filters: BIDS labels, extensions, "*" (any).
+_FILTER_VALUE = re.compile(r"[a-zA-Z0-9.*+-]*")
+
+
+def _check_filter_value(entity: str, value, path: Path) -> None:
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, list):
+                raise UsageError(f"--bids-filter-file: nested list for {entity!r}", path=path)
+            _check_filter_value(entity, item, path)
+        return
+    if value is None or isinstance(value, bool | int | float):
+        return
+    if not isinstance(value, str):
+        raise UsageError(
+            f"--bids-filter-file: {entity!r} must be a string, number, null or a list of them",
+            path=path,
+        )
+    if not _FILTER_VALUE.fullmatch(value) or ".." in value:
+        raise UsageError(
+            f"--bids-filter-file: {value!r} is not a BIDS entity value for {entity!r} "
+            "(letters, digits, '.', '-', '+', '*'; no path separators or '..')",
+            path=path,
+        )
+
+
+def _read_filters(path: Path) -> dict:
+    path = _input_file(path, "--bids-filter-file")
     try:
         filters = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -483,14 +534,19 @@ def _read_filters(path: Path) -> dict:
             f'--bids-filter-file: unknown query {unknown}; rumba-bids only reads the "dwi" query',
             path=path,
         )
+    for entity, value in filters.get("dwi", {}).items():
+        if entity in _QUERY_KEYWORDS or not _FILTER_KEY.fullmatch(entity):
+            raise UsageError(
+                f"--bids-filter-file: {entity!r} is not a BIDS entity name", path=path
+            )
+        _check_filter_value(entity, value, path)
     return filters
 
 
 def _read_plugin(path: Path, *, nprocs: int, mem_gb: float | None) -> tuple[str, dict]:
     import yaml
 
-    if not path.is_file():
-        raise InputMissingError("--use-plugin file does not exist", path=path)
+    path = _input_file(path, "--use-plugin file")
     try:
         content = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -568,18 +624,16 @@ def parse_settings(argv=None) -> Settings:
     if work_dir is None:
         work_dir = default_work_dir(output_dir, bids_dir)
     model = _model_options(args)
-    if model.response_file is not None and not model.response_file.is_file():
-        raise InputMissingError("--response-file does not exist", path=model.response_file)
+    if model.response_file is not None:
+        _input_file(model.response_file, "--response-file")
     mask_file = None
     if args.mask_file is not None:
-        mask_file = args.mask_file.expanduser().resolve()
-        if not mask_file.is_file():
-            raise InputMissingError("--mask-file does not exist", path=mask_file)
+        mask_file = _input_file(args.mask_file, "--mask-file")
     filters = {} if args.bids_filter_file is None else _read_filters(args.bids_filter_file)
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     nprocs = args.nprocs or cpus or 1
-    omp_nthreads = args.omp_nthreads or (1 if nprocs > 1 else cpus or 1)
+    omp_nthreads = args.omp_nthreads or 1
     if omp_nthreads > nprocs:
         raise UsageError(f"--omp-nthreads ({omp_nthreads}) cannot exceed --nprocs ({nprocs})")
     if args.use_plugin is not None:

@@ -84,6 +84,9 @@ def main(argv=None) -> int:
         settings = parse_settings(argv)
     except SystemExit as done:  # -h / --version
         return int(done.code or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: error: interrupted by SIGINT", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED_SIGINT)
     except RumbaBidsError as error:
         suffix = f" (see {PROG} -h)" if isinstance(error, UsageError) else ""
         print(error.one_line(PROG) + suffix, file=sys.stderr)
@@ -91,22 +94,31 @@ def main(argv=None) -> int:
     limit_blas_threads(settings.omp_nthreads)
 
     from .logs import setup_logging
+    from .resources import Interrupted, stop_on_signals, stop_workers
 
     console_filter = setup_logging(settings.verbosity)
     started = time.monotonic()
     try:
-        if settings.analysis_level == "group":
-            from .group import run_group
+        with stop_on_signals():
+            if settings.analysis_level == "group":
+                from .group import run_group
 
-            code = run_group(settings)
-        else:
-            code = run_participant(settings, console_filter=console_filter)
+                code = run_group(settings)
+            else:
+                code = run_participant(settings, console_filter=console_filter)
     except RumbaBidsError as error:
         print(error.one_line(PROG), file=sys.stderr)
         return int(error.exit_code)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interruption:
+        signum = interruption.signum if isinstance(interruption, Interrupted) else 2
+        name = interruption.name if isinstance(interruption, Interrupted) else "SIGINT"
+        stop_workers()
+        print(
+            f"{PROG}: error: interrupted by {name}; finished steps are kept in "
+            f"{settings.work_dir}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 128 + signum
     elapsed = time.monotonic() - started
     if code == ExitCode.SUCCESS:
         logger.info("%s finished successfully in %.1f s", PROG, elapsed)
@@ -122,6 +134,7 @@ def run_participant(settings, *, console_filter=None) -> int:
         load_layout,
         read_dataset_description,
     )
+    from .outputs import write_dataset_files
 
     if settings.reports_only:
         return make_reports(settings, settings.participant_label)
@@ -140,6 +153,7 @@ def run_participant(settings, *, console_filter=None) -> int:
     )
     collected = collect_runs(layout, files, derivative=derivative)
     valid, rejected = preflight(collected, mask_file=settings.mask_file)
+    valid, rejected = check_resources(settings, valid, rejected)
     labels = [run.label for run, _ in valid]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -159,15 +173,17 @@ def run_participant(settings, *, console_filter=None) -> int:
 
     if not valid:
         first_error = rejected[0][1]
+        if len(rejected) == 1:  # its line is already printed
+            return int(first_error.exit_code)
         raise type(first_error)(
-            f"none of the {len(rejected)} selected DWI run(s) can be processed (see above)",
+            f"none of the {len(rejected)} selected DWI runs can be processed (see above)",
             path=settings.bids_dir,
         )
 
     _ensure_writable_dir(settings.output_dir, "output directory")
     _ensure_writable_dir(settings.work_dir, "work directory")
     dwi_runs, gm_by_run = _dwi_runs(settings, valid, derivative=derivative)
-    _write_dataset_files(settings, description, dwi_runs, gm_by_run, derivative=derivative)
+    write_dataset_files(settings, description, dwi_runs, gm_by_run, derivative=derivative)
 
     workflow = build_workflow(settings, dwi_runs, gm_by_run)
     if console_filter is not None:
@@ -245,6 +261,28 @@ def preflight(collected, *, mask_file=None):
         )
         valid.append((run, facts))
     return valid, rejected
+
+
+def check_resources(settings, valid, rejected):
+    """Move the runs that cannot fit in the memory limit from ``valid`` to ``rejected``."""
+    from .resources import check_memory, memory_limit_gb
+
+    limit = memory_limit_gb(settings.mem_gb)
+    if limit is None:
+        return valid, rejected
+    fitting = []
+    for run, facts in valid:
+        try:
+            minimum = check_memory(
+                run, facts, settings.model, limit_gb=limit, from_option=settings.mem_gb is not None
+            )
+        except RumbaBidsError as error:
+            print(error.one_line(PROG), file=sys.stderr)
+            rejected = [*rejected, (run, error)]
+            continue
+        logger.debug("%s: least memory per step %s GB (limit %.2f GB)", run.label, minimum, limit)
+        fitting.append((run, facts))
+    return fitting, rejected
 
 
 def _validate(settings, collected, rejected) -> None:
@@ -339,6 +377,7 @@ def build_workflow(settings, dwi_runs, gm_by_run):
     from nipype import config as nipype_config
 
     from ..workflows.bids import init_rumba_bids_wf
+    from .resources import memory_limit_gb
 
     nipype_config.set("execution", "crashfile_format", "txt")
     nipype_config.set("execution", "stop_on_first_crash", str(settings.stop_on_first_crash))
@@ -362,6 +401,7 @@ def build_workflow(settings, dwi_runs, gm_by_run):
         use_csf=settings.model.use_csf,
         write_amplitudes=settings.model.write_amplitudes,
         omp_nthreads=settings.omp_nthreads,
+        mem_limit_gb=memory_limit_gb(settings.mem_gb),
         version=settings.version,
     )
     workflow.base_dir = str(settings.work_dir)
@@ -386,19 +426,28 @@ def execute(workflow, settings, dwi_runs) -> list[str]:
         dict(settings.plugin_args),
         settings.work_dir,
     )
+    from .resources import multiproc_plugin, raise_if_interrupted, stop_if_interrupted
+
+    plugin_args = {**settings.plugin_args, "status_callback": stop_if_interrupted}
     try:
-        workflow.run(plugin=settings.plugin, plugin_args=dict(settings.plugin_args))
+        if settings.plugin == "MultiProc":
+            workflow.run(plugin=multiproc_plugin(plugin_args))
+        else:
+            workflow.run(plugin=settings.plugin, plugin_args=plugin_args)
     except RuntimeError as error:
+        raise_if_interrupted()
         if "Workflow did not execute cleanly" not in str(error) and not _crash_files(settings):
             raise ProcessingError(
                 f"the Nipype plugin {settings.plugin} failed: {error}"
             ) from error
     except Exception as error:  # a plugin that cannot start (bad plugin_args, no scheduler)
+        raise_if_interrupted()
         if settings.plugin == "MultiProc":
             raise
         raise ProcessingError(
             f"the Nipype plugin {settings.plugin} failed: {type(error).__name__}: {error}"
         ) from error
+    raise_if_interrupted()  # a signal Nipype took for a failed step
     crashed_nodes = [_crashed_node(path) for path in _crash_files(settings)]
     failed = [
         run.label
@@ -425,58 +474,6 @@ def _crash_files(settings) -> list[Path]:
     return sorted(settings.output_dir.glob(pattern)) + sorted(
         (settings.output_dir / "logs" / settings.run_uuid).glob("crash-*")
     )
-
-
-def _write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivative) -> None:
-    from .. import __version__
-    from ..interfaces.derivatives import atomic_write_json, atomic_write_text
-    from .boilerplate import citation_files
-
-    dataset = "preprocessed" if derivative else "raw"
-    generated_by = {
-        "Name": "rumba-bids",
-        "Version": __version__,
-        "CodeURL": "https://github.com/rumba-bids/rumba-bids",
-        "Description": "RUMBA-SD fibre orientation distributions",
-    }
-    if Path("/.dockerenv").exists():
-        generated_by["Container"] = {"Type": "docker"}
-    elif os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME"):
-        generated_by["Container"] = {"Type": "apptainer"}
-    source = {"URL": settings.bids_dir.as_uri()}
-    if description.get("DatasetDOI"):
-        source["DOI"] = description["DatasetDOI"]
-    atomic_write_json(
-        settings.output_dir / "dataset_description.json",
-        {
-            "Name": "rumba-bids: RUMBA-SD fibre orientation distributions",
-            "BIDSVersion": description.get("BIDSVersion", "1.10.0"),
-            "DatasetType": "derivative",
-            "GeneratedBy": [generated_by],
-            "SourceDatasets": [source],
-            "DatasetLinks": {dataset: settings.bids_dir.as_uri()},
-            "HowToAcknowledge": "Cite the references in logs/CITATION.md",
-        },
-    )
-    markdown, bib = citation_files(
-        version=__version__,
-        model=settings.model,
-        n_runs=len(dwi_runs),
-        n_participants=len({run.subject for run in dwi_runs}),
-        gm_runs=sum(gm_by_run.values()),
-        derivative_input=derivative,
-        user_mask=settings.mask_file is not None,
-        response_file_name=None
-        if settings.model.response_file is None
-        else settings.model.response_file.name,
-    )
-    logs = settings.output_dir / "logs"
-    atomic_write_text(logs / "CITATION.md", markdown)
-    atomic_write_text(logs / "CITATION.bib", bib)
-    for subject in sorted({run.subject for run in dwi_runs}):
-        log_dir = settings.output_dir / f"sub-{subject}" / "log" / settings.run_uuid
-        log_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(log_dir / "rumba_bids_settings.json", settings.to_json())
 
 
 if __name__ == "__main__":  # pragma: no cover

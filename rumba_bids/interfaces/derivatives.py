@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -35,6 +36,9 @@ from nipype.interfaces.base import (
 )
 from nipype.interfaces.io import add_traits
 
+#: Entity values allowed in output names (BIDS labels and indices; extensions).
+_LABEL = re.compile(r"[a-zA-Z0-9]+")
+_EXTENSION = re.compile(r"(?:\.[a-zA-Z0-9]+)+")
 #: Entities of the source file carried into the output name.
 SOURCE_ENTITIES = ("subject", "session", "acquisition", "direction", "run", "space")
 
@@ -88,9 +92,19 @@ def bids_path(source_file, **entities) -> str:
     source = parse_entities(source_file)
     combined = {key: source[key] for key in SOURCE_ENTITIES if key in source}
     combined.update({key: value for key, value in entities.items() if value not in (None, "")})
+    for key, value in combined.items():
+        pattern = _EXTENSION if key == "extension" else _LABEL
+        if not pattern.fullmatch(str(value)):
+            raise ValueError(
+                f"entity {key}={value!r} is not a BIDS label (letters and digits): it could "
+                "make a path outside the dataset or in the wrong folder"
+            )
     path = build_path(combined, path_patterns(), strict=True)
     if path is None:
         raise ValueError(f"no BIDS name pattern matches the entities {combined}")
+    parts = PurePosixPath(path).parts
+    if PurePosixPath(path).is_absolute() or ".." in parts or any("\\" in p for p in parts):
+        raise ValueError(f"the entities {combined} make a path outside the dataset: {path}")
     return path
 
 

@@ -1,4 +1,12 @@
-"""Fit RUMBA-SD to a DWI series: fODF amplitudes, tissue fractions, SNR, sidecar metadata."""
+"""Fit RUMBA-SD to a DWI series: fODF amplitudes, tissue fractions, SNR, sidecar metadata.
+
+The voxel-wise fit runs in blocks of voxels sized to a memory limit
+(:func:`choose_block_voxels`, from :meth:`RumbaSDModel.fit_memory`), writing
+the fODF amplitudes through a memory map, so a series of any size fits in the
+memory it is given, with results that do not depend on the block size.  The
+global fit (needed for TV) holds every voxel and is refused up front when it
+cannot fit (:class:`InsufficientMemoryError`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import inspect
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -50,6 +59,16 @@ MODEL_DESCRIPTION = (
 MODEL_URL = "https://doi.org/10.1371/journal.pone.0138910"
 #: Seconds between two progress messages of a running fit.
 PROGRESS_INTERVAL = 5.0
+#: Memory of the process running the fit before it reads any data (interpreter,
+#: numpy/scipy/nibabel/Nipype, BLAS buffers), in bytes.
+FIT_BASE_BYTES = 200e6
+#: Per-voxel 3D maps the fit keeps in memory: f_gm, f_csf, snr, f_wm, f_iso (float32),
+#: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
+_MAP_BYTES_PER_VOXEL = 5 * 4 + 2
+
+
+class InsufficientMemoryError(MemoryError):
+    """The fit cannot run within the memory it was given (says how much it needs)."""
 
 
 def resolve_sphere(sphere) -> Sphere:
@@ -162,6 +181,294 @@ def rumba_metadata(model: RumbaSDModel, fit, *, response: dict, gm_choice: str) 
     }
 
 
+def values_itemsize(image) -> int:
+    """Bytes per value of ``np.asanyarray(image.dataobj)``: the stored type, or float64
+    when the header scales the values (``scl_slope``/``scl_inter``)."""
+    slope, inter = read_scaling(image)
+    if slope != 1.0 or inter != 0.0:
+        return 8
+    return np.dtype(image.get_data_dtype()).itemsize
+
+
+def read_scaling(image) -> tuple[float, float]:
+    """(slope, intercept) nibabel applies when reading ``image`` (1, 0: none).
+
+    A loaded image keeps them in its data proxy, its header's ``scl_*`` fields
+    being reset.
+    """
+    proxy = image.dataobj
+    slope = getattr(proxy, "slope", None)
+    inter = getattr(proxy, "inter", None)
+    if slope is None:
+        slope, inter = image.header.get_slope_inter()
+    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return slope, inter
+
+
+def memory_model(
+    n_volumes: int, *, bvals=None, sphere=DEFAULT_SPHERE, fit="voxelwise", use_tv=False
+) -> RumbaSDModel:
+    """A model of the sizes of a fit (for memory estimates only; responses are nominal).
+
+    Parameters
+    ----------
+    n_volumes : int
+        Volumes of the DWI series.
+    bvals : array_like, optional
+        Its b-values (default: one b0 and ``n_volumes - 1`` volumes at b=1000).
+    sphere, fit, use_tv
+        As for :func:`fit_rumba_files`.
+    """
+    from ..core.gradients import GradientTable
+
+    if bvals is None:
+        bvals = np.r_[0.0, np.full(n_volumes - 1, 1000.0)]
+    bvals = np.asarray(bvals, dtype=float)
+    bvecs = np.zeros((len(bvals), 3))
+    bvecs[bvals > DEFAULT_B0_THRESHOLD, 2] = 1.0
+    gtab = GradientTable(bvals, bvecs)
+    return RumbaSDModel(
+        gtab,
+        n_iter=1,
+        sphere=resolve_sphere(sphere),
+        voxelwise=fit == "voxelwise" and not use_tv,
+        use_tv=use_tv,
+    )
+
+
+def fit_memory_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxels=None):
+    """Peak memory (bytes) of :func:`fit_rumba_files` for a 4D series of ``shape``.
+
+    The process (:data:`FIT_BASE_BYTES`), the series' values held in memory,
+    the 3D maps, and the RUMBA-SD fit of one block of ``block_voxels`` voxels
+    (voxel-wise fit) or of every voxel (global fit, which also holds the
+    series as float32).  The fODF amplitudes of the voxel-wise fit are written
+    to a memory-mapped file, not held in memory.
+
+    Parameters
+    ----------
+    model : RumbaSDModel
+        E.g. from :func:`memory_model`.
+    shape : tuple of 4 int
+        Shape (X, Y, Z, N) of the series.
+    values_itemsize : int
+        See :func:`values_itemsize`.
+    n_voxels : int, optional
+        Voxels in the mask (default: every voxel of the grid).
+    block_voxels : int, optional
+        Voxels fitted at once (voxel-wise fit; default: all).
+    """
+    grid = int(np.prod(shape[:3]))
+    n_volumes = int(shape[3])
+    n_voxels = grid if n_voxels is None else int(n_voxels)
+    fixed = FIT_BASE_BYTES + grid * (n_volumes * values_itemsize + _MAP_BYTES_PER_VOXEL)
+    if model.voxelwise:
+        block = n_voxels if block_voxels is None else min(int(block_voxels), n_voxels)
+        per_voxel = _block_bytes_per_voxel(model, n_volumes, values_itemsize)
+        block_bytes = model.block_memory(block, data_itemsize=4, extra_per_voxel=per_voxel)
+        return int(fixed + n_voxels * 9 + block_bytes)
+    loaded = grid * n_volumes * model.dtype.itemsize
+    return int(fixed + loaded + model.fit_memory(n_voxels, grid_shape=shape[:3]))
+
+
+#: Masked voxels per voxel of the grid span a block covers, at least (brain masks: 0.5-0.8);
+#: sets how many pages of the memory-mapped fODF file a block touches.
+MASK_DENSITY = 0.5
+
+
+def _block_bytes_per_voxel(model, n_volumes: int, values_itemsize: int) -> float:
+    """Bytes per voxel of a block beyond :meth:`RumbaSDModel.block_memory`'s float32 input:
+    the block as stored, its voxel coordinates, and the pages of the fODF file it maps."""
+    return n_volumes * values_itemsize + 24 + len(model.sphere) * 4 / MASK_DENSITY
+
+
+def choose_block_voxels(model, shape, *, max_bytes, values_itemsize=2, n_voxels=None) -> int:
+    """Voxels per block of the voxel-wise fit within ``max_bytes`` (all of them if possible).
+
+    Raises
+    ------
+    InsufficientMemoryError
+        When not even one chunk of voxels fits, with the memory needed.
+    """
+    n_voxels = int(np.prod(shape[:3])) if n_voxels is None else int(n_voxels)
+    if not model.voxelwise:
+        needed = fit_memory_bytes(model, shape, values_itemsize=values_itemsize, n_voxels=n_voxels)
+        if needed > max_bytes:
+            raise InsufficientMemoryError(
+                f"the global fit of {n_voxels} voxels needs {needed / 1e9:.2f} GB but only "
+                f"{max_bytes / 1e9:.2f} GB are allowed"
+            )
+        return n_voxels
+    fixed = fit_memory_bytes(
+        model, shape, values_itemsize=values_itemsize, n_voxels=n_voxels, block_voxels=0
+    )
+    per_voxel = _block_bytes_per_voxel(model, shape[3], values_itemsize)
+    whole = model.block_memory(n_voxels, data_itemsize=4, extra_per_voxel=per_voxel)
+    if fixed + whole <= max_bytes:
+        return n_voxels
+    block = model.block_voxels(max_bytes - fixed, data_itemsize=4, extra_per_voxel=per_voxel)
+    if block == 0:
+        needed = fit_memory_bytes(
+            model,
+            shape,
+            values_itemsize=values_itemsize,
+            n_voxels=n_voxels,
+            block_voxels=model.chunk_size or 1024,
+        )
+        raise InsufficientMemoryError(
+            f"the voxel-wise fit needs at least {needed / 1e9:.2f} GB but only "
+            f"{max_bytes / 1e9:.2f} GB are allowed"
+        )
+    return min(block, n_voxels)
+
+
+def create_nifti(reference, path, n_volumes: int) -> dict:
+    """Write a float32 NIfTI file (X, Y, Z, n_volumes) of zeros on the grid of ``reference``.
+
+    The file is sparse until written; returns the keyword arguments of
+    :class:`numpy.memmap` that map its data (Fortran order, as NIfTI stores it).
+    """
+    import nibabel as nib
+
+    klass = nib.Nifti2Image if isinstance(reference.header, nib.Nifti2Header) else nib.Nifti1Image
+    header = klass.header_class.from_header(reference.header)
+    header.set_data_dtype(np.float32)
+    header.set_slope_inter(1.0, 0.0)
+    shape = (*reference.shape[:3], int(n_volumes))
+    image = klass(np.broadcast_to(np.float32(0), shape), reference.affine, header)
+    image.update_header()
+    header = image.header
+    header["vox_offset"] = 0  # let write_to place the data after the extensions
+    dtype = header.get_data_dtype()
+    with open(path, "wb") as handle:
+        header.write_to(handle)
+        offset = int(header["vox_offset"])
+        handle.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
+    return {"filename": path, "dtype": dtype, "offset": offset, "shape": shape, "order": "F"}
+
+
+class _BlockProgress:
+    """Maps the progress of one block onto the whole fit."""
+
+    def __init__(self, progress, total: int):
+        self.progress = progress
+        self.total = max(int(total), 1)
+        self.done = 0
+        self.size = 0
+        self.start = time.perf_counter()
+
+    def __call__(self, fraction: float, elapsed: float) -> None:
+        overall = (self.done + fraction * self.size) / self.total
+        self.progress(overall, time.perf_counter() - self.start)
+
+
+@dataclass
+class VoxelwiseResult:
+    """What :func:`rumba_metadata` needs from a fit made block by block."""
+
+    mask: np.ndarray
+    snr: np.ndarray
+    n_excluded: int
+    n_blocks: int
+
+
+def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels=None):
+    """Voxel-wise fit of ``image`` block by block; fODF amplitudes go to ``fod_path``.
+
+    Voxels are taken in the order NIfTI stores them (x fastest, Fortran order);
+    each block of ``block_voxels`` consecutive masked voxels (a multiple of the
+    model's chunk size) is gathered, converted to float32 and fitted on its
+    own, and its fODF written through a memory map of ``fod_path`` that is
+    released after the block.  Memory is thus bounded by the block, and the
+    results do not depend on the block size, bit for bit (the same chunks of
+    voxels are iterated).  Voxels whose mean b0 is not positive are excluded
+    before the blocks are formed, as :meth:`RumbaSDModel.fit` does.
+
+    Parameters
+    ----------
+    model : RumbaSDModel
+    image : nibabel image
+        The 4D series (X, Y, Z, N).
+    dwi_file : str
+        Named in error messages.
+    mask : ndarray of bool (X, Y, Z) or None
+    fod_path : str
+        The fODF amplitudes (X, Y, Z, M) are written there (float32 NIfTI).
+    block_voxels : int, optional
+        Voxels per block (default: all in one block).
+
+    Returns
+    -------
+    maps : dict
+        ``f_wm``, ``f_gm``, ``f_csf``, ``f_iso``, ``snr`` float32 arrays (X, Y, Z).
+    result : VoxelwiseResult
+    """
+    shape = image.shape[:3]
+    values = _image_values(image, dwi_file)
+    inside = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    flat = np.flatnonzero(inside.ravel(order="F"))
+    b0_volumes = np.flatnonzero(model.gtab.b0s_mask)
+    step = block_voxels or max(len(flat), 1)
+    keep = np.empty(len(flat), dtype=bool)
+    for start in range(0, len(flat), step):
+        index = np.unravel_index(flat[start : start + step], shape, order="F")
+        b0 = np.stack([values[..., v][index] for v in b0_volumes], axis=1)
+        keep[start : start + step] = b0.astype(model.dtype).mean(axis=1) > 0
+    n_excluded = int((~keep).sum())
+    if n_excluded:
+        logger.warning("%d voxels with non-positive b0 signal are excluded", n_excluded)
+    fitted = flat[keep]
+    del keep, flat
+    maps = {name: np.zeros(shape, dtype=np.float32) for name in ("f_wm", "f_gm", "f_csf", "snr")}
+    fod_file = create_nifti(image, fod_path, len(model.sphere))
+    progress = model.progress
+    block_progress = None if progress is None else _BlockProgress(progress, len(fitted))
+    model.progress = block_progress
+    n_blocks = 0
+    try:
+        for start in range(0, len(fitted), step):
+            index = np.unravel_index(fitted[start : start + step], shape, order="F")
+            block = values[index].astype(np.float32)
+            if block_progress is not None:
+                block_progress.size = len(block)
+            try:
+                result = model.fit(block)
+            except ValueError as exc:  # NaN/inf voxels in the mask
+                raise InputDataError(dwi_file, str(exc)) from exc
+            del block
+            # mapped for this block only: its pages leave the process with it
+            fod = np.memmap(mode="r+", **fod_file)
+            fod[index] = result.odf()
+            fod.flush()
+            del fod
+            for name in maps:
+                maps[name][index] = getattr(result, name)
+            if block_progress is not None:
+                block_progress.done += len(result.snr)
+            n_blocks += 1
+            del result
+    finally:
+        model.progress = progress
+    maps["f_iso"] = maps["f_gm"] + maps["f_csf"]
+    fitted_mask = np.zeros(shape, dtype=bool, order="F")
+    fitted_mask.ravel(order="K")[fitted] = True
+    return maps, VoxelwiseResult(
+        mask=np.ascontiguousarray(fitted_mask),
+        snr=maps["snr"],
+        n_excluded=n_excluded,
+        n_blocks=n_blocks,
+    )
+
+
+def _image_values(image, path) -> np.ndarray:
+    """The series' values as stored (scaled to float when the header says so)."""
+    try:
+        return np.asanyarray(image.dataobj)
+    except Exception as exc:  # truncated files fail only when the data are read
+        raise InputDataError(path, f"cannot read the image data: {exc}") from exc
+
+
 def fit_rumba_files(
     dwi_file,
     bval_file,
@@ -177,6 +484,7 @@ def fit_rumba_files(
     b0_threshold=DEFAULT_B0_THRESHOLD,
     n_threads=None,
     chunk_size=None,
+    max_memory_gb=None,
     **options,
 ) -> dict:
     """Fit RUMBA-SD to files and write the results in ``out_dir``.
@@ -204,6 +512,11 @@ def fit_rumba_files(
         BLAS threads of the fit.
     chunk_size : int, optional
         Voxels per batch of the fit.
+    max_memory_gb : float, optional
+        Memory the fit may use (GB).  The voxel-wise fit then runs in blocks
+        of voxels small enough (results are identical); the global fit, which
+        needs every voxel at once, fails up front when it cannot fit.
+        Default: no limit (one block).
     **options
         ``n_iter``, ``recon_type``, ``n_coils``, ``R``, ``use_tv`` of :class:`RumbaSDModel`.
 
@@ -236,25 +549,49 @@ def fit_rumba_files(
         progress=ProgressLogger(f"RUMBA-SD fit of {os.path.basename(dwi_file)}"),
         **options,
     )
-    data = image_data(dwi, dwi_file)
-    with limit_threads(n_threads):
-        try:
-            result = model.fit(data, mask=mask)
-        except ValueError as exc:  # NaN/inf voxels in the mask
-            raise InputDataError(dwi_file, str(exc)) from exc
-    del data
 
     def out(suffix, ext=".nii.gz"):
         return output_path(dwi_file, suffix, out_dir, ext=ext)
 
-    outputs = {
-        # an intermediate the size of voxels x directions: uncompressed is faster
-        "fod_amplitudes": save_like(result.odf(), dwi, out("_fodamplitudes", ".nii")),
-        "directions_file": out("_directions", ".txt"),
-    }
+    itemsize = values_itemsize(dwi)
+    n_voxels = None if mask is None else int(mask.sum())
+    block_voxels = None
+    if max_memory_gb is not None:
+        block_voxels = choose_block_voxels(
+            model,
+            dwi.shape,
+            max_bytes=float(max_memory_gb) * 1e9,
+            values_itemsize=itemsize,
+            n_voxels=n_voxels,
+        )
+    # an intermediate the size of voxels x directions: uncompressed is faster
+    outputs = {"fod_amplitudes": out("_fodamplitudes", ".nii")}
+    if model.voxelwise:
+        with limit_threads(n_threads):
+            maps, result = fit_voxelwise_blocks(
+                model, dwi, dwi_file, mask, outputs["fod_amplitudes"], block_voxels=block_voxels
+            )
+        if result.n_blocks > 1:
+            logger.info(
+                "RUMBA-SD fitted in %d blocks of %d voxels (memory limit %.2f GB)",
+                result.n_blocks,
+                block_voxels,
+                max_memory_gb,
+            )
+    else:
+        data = image_data(dwi, dwi_file)
+        with limit_threads(n_threads):
+            try:
+                result = model.fit(data, mask=mask)
+            except ValueError as exc:  # NaN/inf voxels in the mask
+                raise InputDataError(dwi_file, str(exc)) from exc
+        del data
+        save_like(result.odf(), dwi, outputs["fod_amplitudes"])
+        maps = {name: getattr(result, name) for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr")}
+    outputs["directions_file"] = out("_directions", ".txt")
     np.savetxt(outputs["directions_file"], model.sphere.vertices, fmt="%.17g")
     for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr"):
-        outputs[name] = save_like(getattr(result, name), dwi, out("_" + name.replace("_", "")))
+        outputs[name] = save_like(maps[name], dwi, out("_" + name.replace("_", "")))
     outputs["metadata"] = rumba_metadata(model, result, response=response, gm_choice=gm_choice)
     return outputs
 
@@ -302,6 +639,11 @@ class _FitRumbaInputSpec(BaseInterfaceInputSpec):
         DEFAULT_SPHERE, usedefault=True, desc="sphere name or text file of unit vectors"
     )
     chunk_size = traits.Int(desc="voxels per batch (default: the core's)")
+    max_memory_gb = traits.Float(
+        nohash=True,
+        desc="memory the fit may use (GB): the voxel-wise fit runs in blocks of voxels "
+        "that fit (identical results); default: no limit",
+    )
     num_threads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS threads")
 
 
@@ -321,9 +663,10 @@ class FitRumba(SimpleInterface):
 
     BLAS runs with ``num_threads`` threads (through :mod:`threadpoolctl`); give
     the node the same ``n_procs``, and ``mem_gb`` from
-    :func:`rumba_bids.workflows.rumba.estimate_mem_gb`, so that schedulers
-    reserve what the fit uses.  Progress is logged to ``nipype.interface``
-    at most every :data:`PROGRESS_INTERVAL` seconds.
+    :func:`rumba_bids.workflows.rumba.estimate_mem_gb` (and that value as
+    ``max_memory_gb`` when it is capped), so that schedulers reserve what the
+    fit uses.  Progress is logged to ``nipype.interface`` at most every
+    :data:`PROGRESS_INTERVAL` seconds.
     """
 
     input_spec = _FitRumbaInputSpec
@@ -333,7 +676,7 @@ class FitRumba(SimpleInterface):
         inputs = self.inputs
         optional = {
             name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None
-            for name in ("mask_file", "chunk_size")
+            for name in ("mask_file", "chunk_size", "max_memory_gb")
         }
         self._results.update(
             fit_rumba_files(

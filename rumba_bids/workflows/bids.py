@@ -120,6 +120,7 @@ def init_dwi_run_wf(
     write_gm: bool = True,
     write_csf: bool = True,
     omp_nthreads: int = 1,
+    mem_limit_gb: float | None = None,
     name: str | None = None,
 ):
     """RUMBA-SD of one DWI run and the sinks writing its derivatives.
@@ -138,6 +139,9 @@ def init_dwi_run_wf(
         Save the GM / CSF fraction maps (only when the compartment was fitted).
     omp_nthreads : int
         Threads of the multi-threaded steps.
+    mem_limit_gb : float, optional
+        Memory one step may use (GB): each node reserves its estimate capped at
+        this, and the fit runs in blocks of voxels that fit (default: no limit).
     name : str, optional
         Default :attr:`DwiRun.workflow_name`.
 
@@ -150,12 +154,17 @@ def init_dwi_run_wf(
     outputnode.out_files : list of str
         Every derivative written.
     """
-    from .rumba import estimate_mem_gb, init_rumba_wf
+    from .rumba import cap_mem_gb, estimate_mem_gb, init_rumba_wf
 
     output_dir = str(output_dir)
     workflow = pe.Workflow(name=name or run.workflow_name)
-    memory = _call_with_accepted(estimate_mem_gb, {"dwi_file": run.dwi_file, **rumba_options})
+    memory = _call_with_accepted(
+        estimate_mem_gb, {"dwi_file": run.dwi_file, "bval_file": run.bval_file, **rumba_options}
+    )
+    memory = cap_mem_gb(memory, mem_limit_gb)
     options = {**rumba_options, "omp_nthreads": omp_nthreads, "mem_gb": memory}
+    if mem_limit_gb is not None:
+        options["max_memory_gb"] = memory["fit"]
     rumba_wf = _call_with_accepted(init_rumba_wf, options)
     rumba_wf.inputs.inputnode.dwi_file = run.dwi_file
     rumba_wf.inputs.inputnode.bval_file = run.bval_file
@@ -240,6 +249,7 @@ def init_rumba_bids_wf(
     use_csf: bool = True,
     write_amplitudes: bool = False,
     omp_nthreads: int = 1,
+    mem_limit_gb: float | None = None,
     version: str = "0",
     name: str | None = None,
 ):
@@ -259,6 +269,8 @@ def init_rumba_bids_wf(
         Whether the CSF compartment is fitted (its map is written).
     write_amplitudes : bool
     omp_nthreads : int
+    mem_limit_gb : float, optional
+        Memory one step may use (GB), see :func:`init_dwi_run_wf`.
     version : str
         Goes into the default name.
     name : str, optional
@@ -283,6 +295,7 @@ def init_rumba_bids_wf(
             write_gm=gm_by_run.get(run.label, True),
             write_csf=use_csf,
             omp_nthreads=omp_nthreads,
+            mem_limit_gb=mem_limit_gb,
         )
         crash_dir = Path(output_dir) / f"sub-{run.subject}" / "log" / run_uuid
         run_wf.config["execution"] = {"crashdump_dir": str(crash_dir)}

@@ -23,7 +23,15 @@ from ..interfaces.gradients import CheckGradients
 from ..interfaces.masking import BrainMask
 from ..interfaces.peaks import PEAK_DEFAULTS, ExtractPeaks
 from ..interfaces.response import EstimateResponse
-from ..interfaces.rumba import FIT_DEFAULTS, FIT_MODES, FitRumba, resolve_sphere
+from ..interfaces.rumba import (
+    FIT_DEFAULTS,
+    FIT_MODES,
+    FitRumba,
+    fit_memory_bytes,
+    memory_model,
+    resolve_sphere,
+    values_itemsize,
+)
 from ..interfaces.shm import REFERENCES, SLAB_VOXELS, FodToSH
 
 INPUT_FIELDS = ("dwi_file", "bval_file", "bvec_file", "mask_file")
@@ -53,59 +61,105 @@ REFERENCE_DWI_SHAPE = (110, 110, 70, 100)
 SMALL_NODE_MEM_GB = 0.2
 
 
+def _series_facts(dwi_file, bval_file):
+    """(shape, bytes per value, b-values or None) of a series, from its header only."""
+    if dwi_file is None:
+        return REFERENCE_DWI_SHAPE, 2, None
+    import nibabel as nib
+
+    image = nib.load(os.fspath(dwi_file))
+    shape = tuple(image.shape) + (1,) * (4 - len(image.shape))
+    bvals = None
+    if bval_file is not None:
+        try:
+            bvals = np.loadtxt(os.fspath(bval_file), ndmin=1).ravel()
+        except (OSError, ValueError):
+            bvals = None
+        if bvals is not None and len(bvals) != shape[3]:
+            bvals = None
+    return shape, values_itemsize(image), bvals
+
+
 def estimate_mem_gb(
     dwi_file=None,
     *,
+    bval_file=None,
     sphere=DEFAULT_SPHERE,
     fit="voxelwise",
+    use_tv=False,
     sh_order=DEFAULT_SH_ORDER,
     npeaks=PEAK_DEFAULTS["npeaks"],
+    block_voxels=None,
+    n_voxels=None,
 ):
     """Memory (GB) to reserve for the nodes of :func:`init_rumba_wf`.
 
     Reads only the image header (or assumes :data:`REFERENCE_DWI_SHAPE`), and
-    counts every voxel of the grid (an upper bound: the mask is not known yet).
+    counts every voxel of the grid unless ``n_voxels`` is given (an upper
+    bound: the mask is not known yet).
 
     Parameters
     ----------
     dwi_file : str, optional
         The DWI series the workflow will process.
+    bval_file : str, optional
+        Its b-values (default: one b0 volume assumed).
     sphere : str
         Sphere of the fODF (its size M drives the fit's memory).
     fit : {'voxelwise', 'global'}
-        The global fit keeps a few more voxels x M arrays.
+        The global fit (and ``use_tv``) holds every voxel at once.
+    use_tv : bool
     sh_order, npeaks : int
         Size of the SH and peak outputs.
+    block_voxels : int, optional
+        Voxels the voxel-wise fit takes at once (default: all); e.g. 1024 for
+        the least memory it can run in (see :func:`minimum_mem_gb`).
+    n_voxels : int, optional
+        Voxels of the brain mask, when known (default: every voxel).
 
     Returns
     -------
     dict
-        ``'dwi'``: nodes reading the series (brain mask, response);
-        ``'fit'``: the RUMBA-SD fit, about ``V (12 N + 9 M)`` bytes for V
-        voxels, N volumes and M directions (plus ``7 V M`` for the global fit);
+        ``'dwi'``: nodes reading the series (brain mask, response), about 12
+        bytes per value (measured peak RSS);
+        ``'fit'``: the RUMBA-SD fit, from
+        :func:`rumba_bids.interfaces.rumba.fit_memory_bytes` (per-voxel arrays
+        of :meth:`RumbaSDModel.fit_memory`, checked with tracemalloc);
         ``'fod'``: SH fit and peak extraction, which read the fODF slab by slab.
     """
-    if dwi_file is None:
-        shape = REFERENCE_DWI_SHAPE
-    else:
-        import nibabel as nib
-
-        shape = nib.load(os.fspath(dwi_file)).shape
+    shape, itemsize, bvals = _series_facts(dwi_file, bval_file)
     n_voxels = float(np.prod(shape[:3]))
-    n_volumes = shape[3] if len(shape) > 3 else 1
-    n_directions = len(resolve_sphere(sphere)) + 2
+    n_volumes = shape[3]
+    model = memory_model(n_volumes, bvals=bvals, sphere=sphere, fit=fit, use_tv=use_tv)
+    fit_bytes = fit_memory_bytes(
+        model, shape, values_itemsize=itemsize, n_voxels=n_voxels, block_voxels=block_voxels
+    )
+    n_directions = len(model.sphere) + 2
     gb = 1e-9
-    # bytes per voxel measured (peak RSS) on 64000-voxel series of 65 and 200 volumes
-    fit_bytes = n_voxels * (12 * n_volumes + 9 * n_directions)
-    if fit == "global":
-        fit_bytes += 7 * n_voxels * n_directions
     slab = min(n_voxels, SLAB_VOXELS) * n_directions * 10  # measured: 2.5 float32 copies
     fod_bytes = n_voxels * (n_sh_coefficients(sh_order) + 4 * npeaks + 1) * 4 + slab
     return {
         "dwi": round(0.1 + 12 * n_voxels * n_volumes * gb, 2),
-        "fit": round(0.2 + fit_bytes * gb, 2),
+        "fit": round(fit_bytes * gb + 0.005, 2),
         "fod": round(0.1 + fod_bytes * gb, 2),
     }
+
+
+def minimum_mem_gb(dwi_file=None, **options) -> dict:
+    """The least memory (GB) each node of :func:`init_rumba_wf` can run in.
+
+    As :func:`estimate_mem_gb`, except that the voxel-wise fit takes one chunk
+    of voxels at a time (the global fit and the other nodes cannot be split).
+    """
+    options.pop("block_voxels", None)
+    return estimate_mem_gb(dwi_file, block_voxels=1024, **options)
+
+
+def cap_mem_gb(memory: dict, limit_gb) -> dict:
+    """Each node's estimate, capped at ``limit_gb`` (None: unchanged)."""
+    if limit_gb is None:
+        return dict(memory)
+    return {key: min(value, float(limit_gb)) for key, value in memory.items()}
 
 
 def merge_rumba_metadata(fit_metadata, sh_encoding, peaks_encoding, mask_method):
@@ -133,6 +187,10 @@ def _check_options(options: dict) -> None:
             "use_tv=True needs fit='global' (total variation couples neighbouring voxels)",
         ),
         (options["recon_type"] in RECON_TYPES, f"recon_type must be one of {RECON_TYPES}"),
+        (
+            options["max_memory_gb"] is None or _positive(options["max_memory_gb"]),
+            "max_memory_gb must be None or a positive number of GB",
+        ),
         (options["sh_basis"] in SH_BASES, f"sh_basis must be one of {SH_BASES}"),
         (options["reference"] in REFERENCES, f"reference must be one of {REFERENCES}"),
         (
@@ -176,6 +234,7 @@ def _node_memory(mem_gb, options) -> dict:
         return estimate_mem_gb(
             sphere=options["sphere"],
             fit=options["fit"],
+            use_tv=options["use_tv"],
             sh_order=options["sh_order"],
             npeaks=options["npeaks"],
         )
@@ -211,6 +270,7 @@ def init_rumba_wf(
     b0_threshold=DEFAULT_B0_THRESHOLD,
     omp_nthreads=1,
     mem_gb=None,
+    max_memory_gb=None,
     name="rumba_wf",
 ):
     """RUMBA-SD fODFs of one DWI series: gradients, mask, response, fit, SH, peaks.
@@ -274,6 +334,10 @@ def init_rumba_wf(
         by :func:`estimate_mem_gb` (call it with the DWI file when it is known
         at build time, as the BIDS-App does), a float for every data node, or
         None for the estimate of :data:`REFERENCE_DWI_SHAPE`.
+    max_memory_gb : float, optional
+        Memory the fit may use (GB); the voxel-wise fit then runs in blocks of
+        voxels that fit (identical results), the global fit fails up front when
+        it cannot.  Default: no limit.
     name : str
 
     Inputs
@@ -352,6 +416,7 @@ def init_rumba_wf(
             sphere=sphere,
             b0_threshold=b0_threshold,
             num_threads=omp_nthreads,
+            **({} if max_memory_gb is None else {"max_memory_gb": float(max_memory_gb)}),
         ),
         name="fit_rumba",
         n_procs=omp_nthreads,

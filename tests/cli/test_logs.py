@@ -1,8 +1,9 @@
 """Console logging: Nipype node messages become short per-run lines."""
 
 import logging
+import sys
 
-from rumba_bids.cli.logs import NipypeConsoleFilter
+from rumba_bids.cli.logs import LostWorkerFilter, NipypeConsoleFilter
 
 
 def record(message, *, name="nipype.workflow", level=logging.INFO):
@@ -64,3 +65,16 @@ def test_interface_messages_pass():
     console = NipypeConsoleFilter()
     progress = record("RUMBA-SD fit: 50% done", name="nipype.interface")
     assert console.filter(progress) and progress.getMessage() == "RUMBA-SD fit: 50% done"
+
+
+def test_a_lost_worker_is_one_line_without_traceback():
+    try:
+        raise RuntimeError("A process in the process pool was terminated abruptly")
+    except RuntimeError:
+        lost = logging.LogRecord(
+            "concurrent.futures", logging.ERROR, __file__, 1, "exception calling callback",
+            None, sys.exc_info(),
+        )  # fmt: skip
+    assert LostWorkerFilter().filter(lost)
+    assert lost.exc_info is None and "Traceback" not in logging.Formatter().format(lost)
+    assert lost.getMessage().startswith("a worker process ended abruptly (RuntimeError")

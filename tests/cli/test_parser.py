@@ -111,6 +111,7 @@ def test_resources(bids):
     assert (settings.nprocs, settings.omp_nthreads, settings.mem_gb) == (4, 2, 8.0)
     assert settings.plugin_args["memory_gb"] == 8.0
     assert code_of(bids, "--nprocs", "1", "--omp-nthreads", "2")[0] == ExitCode.USAGE
+    assert parse(bids, "--nprocs", "1").omp_nthreads == 1  # the default never exceeds it
     assert parse_memory_gb("16000MB") == 16.0 and parse_memory_gb("2.5") == 2.5
     assert code_of(bids, "--mem", "lots")[0] == ExitCode.USAGE
     assert code_of(bids, "--bogus-flag")[0] == ExitCode.USAGE

@@ -317,12 +317,14 @@ def test_usage_and_input_errors(demo_template, tmp_path):
 
 
 def test_failed_runs_do_not_stop_the_others(demo_copy, tmp_path):
-    """One run lacks its bval (pre-flight), one crashes in a node (no brain voxel): the
-    third is still processed, crash files are written, and the exit code is 1."""
+    """One run lacks its bval (pre-flight), one crashes in a node (a constant image passes
+    the pre-flight, but no response can be estimated from it): the third is still
+    processed, crash files are written, and the exit code is 1."""
     _break(demo_copy, "missing bval")
     image = demo_copy / "sub-01/ses-2/dwi/sub-01_ses-2_dwi.nii.gz"
     img = nib.load(str(image))
-    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.int16), img.affine, img.header), str(image))
+    constant = np.full(img.shape, 100, np.int16)
+    nib.save(nib.Nifti1Image(constant, img.affine, img.header), str(image))
     out = tmp_path / "out"
     completed = rumba_bids(demo_copy, out, "participant", "--n-iter", "10", "-w", tmp_path / "w")
     assert completed.returncode == 1, completed.stderr

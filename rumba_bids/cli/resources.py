@@ -1,0 +1,267 @@
+"""Memory limits checked up front, and clean stops on SIGINT / SIGTERM / SIGHUP.
+
+Memory: every step of a run must fit in ``--mem`` (default: the machine's
+memory, or its cgroup limit in a container).  The RUMBA-SD voxel-wise fit
+adapts (it processes voxels in blocks that fit, with identical results); the
+brain-mask and response steps hold the whole series, and the global fit (and
+``--tv``) every voxel at once, so a run that cannot fit is refused before
+anything starts, with the memory it needs.
+
+Signals: :func:`stop_on_signals` turns SIGINT, SIGTERM and SIGHUP into an
+:class:`Interrupted` exception in the main process (so ``finally`` blocks
+remove temporary files), and makes Nipype's worker processes, forked from it,
+exit quietly; :func:`stop_workers` ends those still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import UsageError
+
+logger = logging.getLogger("rumba_bids.cli")
+
+#: Share of the machine's memory used when --mem is not given (Nipype's MultiProc default).
+MACHINE_MEMORY_SHARE = 0.9
+#: Where cgroups (v2, v1) state a container's memory limit.
+CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_STEPS = {
+    "dwi": "the brain-mask and response steps, which hold the whole series",
+    "fit": "the RUMBA-SD fit",
+    "fod": "the SH projection and peak extraction",
+}
+
+
+class InsufficientMemoryError(UsageError):
+    """A run needs more memory than ``--mem`` (or the machine) allows (exit 64)."""
+
+
+def format_gb(value: float) -> str:
+    """``'2.50 GB'``, or ``'120 MB'`` below 1 GB.
+
+    >>> format_gb(2.5), format_gb(0.12)
+    ('2.50 GB', '120 MB')
+    """
+    return f"{value:.2f} GB" if value >= 1 else f"{value * 1000:.0f} MB"
+
+
+def machine_memory_gb() -> float | None:
+    """Memory this process may use (GB): physical memory, or a smaller cgroup limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for path in CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total / 1e9
+
+
+def memory_limit_gb(mem_gb: float | None) -> float | None:
+    """``--mem``, or :data:`MACHINE_MEMORY_SHARE` of :func:`machine_memory_gb`."""
+    if mem_gb is not None:
+        return float(mem_gb)
+    machine = machine_memory_gb()
+    return None if machine is None else MACHINE_MEMORY_SHARE * machine
+
+
+def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> dict:
+    """Raise :class:`InsufficientMemoryError` when a step of ``run`` cannot fit in ``limit_gb``.
+
+    Parameters
+    ----------
+    run : CollectedRun
+        Its DWI and b-value files.
+    facts : RunFacts
+        From the pre-flight (shape, b-values, mask size).
+    model : ModelOptions
+    limit_gb : float
+    from_option : bool
+        Whether the limit is ``--mem`` (else the machine's memory), for the message.
+
+    Returns
+    -------
+    dict
+        The least memory (GB) of each step (``dwi``, ``fit``, ``fod``).
+    """
+    from ..workflows.rumba import minimum_mem_gb
+
+    minimum = minimum_mem_gb(
+        str(run.dwi_file),
+        bval_file=str(run.bval_file),
+        sphere=model.sphere,
+        fit=model.fit,
+        use_tv=model.use_tv,
+        sh_order=model.sh_order,
+        npeaks=model.npeaks,
+        n_voxels=facts.mask_voxels,
+    )
+    step, needed = max(minimum.items(), key=lambda item: item[1])
+    if needed <= limit_gb:
+        return minimum
+    limit = format_gb(limit_gb)
+    where = f"--mem is {limit}" if from_option else f"this machine allows {limit}"
+    hints = ["raise --mem" if from_option else "run it on a machine with more memory"]
+    if step == "fit" and model.fit == "global":
+        counted = "the mask's voxels" if facts.mask_voxels else "every voxel of the grid"
+        hints.append(f"use --fit voxelwise (processed in blocks that fit); counted: {counted}")
+    if step == "fit" and model.sphere != "repulsion100":
+        hints.append("use a smaller --sphere")
+    raise InsufficientMemoryError(
+        f"needs at least {format_gb(needed)} for {_STEPS[step]} but {where}: "
+        + "; or ".join(hints),
+        path=run.dwi_file,
+    )
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP received by the main process."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number (130 for SIGINT, 143 for SIGTERM), as shells report it."""
+        return 128 + self.signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+#: Signals received by the main process since :func:`stop_on_signals` was entered.
+_RECEIVED: list[int] = []
+
+
+@contextmanager
+def stop_on_signals():
+    """Raise :class:`Interrupted` in the main process on SIGINT, SIGTERM and SIGHUP.
+
+    Nipype turns any exception raised while a step runs in the main process
+    (the derivative sinks; every step with the Linear plugin) into a failed
+    step and goes on, so the signal is also recorded: :func:`stop_if_interrupted`,
+    Nipype's status callback, raises it again before the next step starts, and
+    :func:`raise_if_interrupted` after the graph.  Worker processes forked while
+    the handlers are installed (Nipype's MultiProc pool) inherit them and exit
+    at once with ``128 + signal``, without a traceback.  Outside the main
+    thread nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    main_pid = os.getpid()
+    _RECEIVED.clear()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        # the pool is about to report its lost workers: expected now
+        logging.getLogger("concurrent.futures").disabled = True
+        _RECEIVED.append(signum)
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if a stop signal was received (and swallowed)."""
+    if _RECEIVED:
+        raise Interrupted(_RECEIVED[0])
+
+
+def stop_if_interrupted(node, status: str) -> None:
+    """Nipype ``status_callback``: no step starts once a stop signal was received."""
+    if status == "start":
+        raise_if_interrupted()
+
+
+def stop_workers(timeout: float = 5.0) -> int:
+    """Terminate the worker processes this process started; return how many."""
+    import multiprocessing
+
+    # the pool reports its lost workers through the futures' callbacks: expected here
+    logging.getLogger("concurrent.futures").disabled = True
+    workers = multiprocessing.active_children()
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout)
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout)
+    return len(workers)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; else nothing).
+
+    A worker of a main process killed outright would otherwise finish its step
+    and then wait forever, racing with a rerun over the same work directory.
+    """
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_initializer(cwd: str, parent_pid: int) -> None:
+    from nipype.pipeline.plugins.multiproc import process_initializer
+
+    process_initializer(cwd)
+    die_with_parent(parent_pid)
+
+
+def multiproc_plugin(plugin_args: dict):
+    """Nipype's MultiProc plugin whose worker processes die with the main process.
+
+    Returns an instance to pass as ``workflow.run(plugin=...)``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from nipype.pipeline.plugins import multiproc
+
+    class MultiProcPlugin(multiproc.MultiProcPlugin):  # the name Nipype reports
+        def __init__(self, plugin_args=None):
+            super().__init__(plugin_args=plugin_args)
+            unused = self.pool  # no worker has started yet: they start on the first job
+            context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.processors,
+                initializer=_worker_initializer,
+                initargs=(self._cwd, os.getpid()),
+                mp_context=context,
+            )
+            unused.shutdown(wait=False)
+
+    return MultiProcPlugin(plugin_args=dict(plugin_args))
