@@ -103,6 +103,15 @@ def _fold_antipodal(kernel: np.ndarray, partner: np.ndarray):
     return kernel, None, np.ones(n_wm + 2)
 
 
+def _initial_noise_state(signal: np.ndarray, order: int):
+    """Normalisation 1/(N n), half the squared signal norm (V,), and the two
+    noise variances of the first iteration (the ratio uses the lagged one)."""
+    n_vox, n_vol = signal.shape
+    half_sq = 0.5 * np.einsum("ij,ij->i", signal, signal)
+    sigma2 = np.full(n_vox, SIGMA0**2, dtype=signal.dtype)
+    return 1.0 / (n_vol * order), half_sq, sigma2, sigma2.copy()
+
+
 def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
     """All iterations of the plain (no TV) update for one chunk, in place.
 
@@ -112,10 +121,7 @@ def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
     n_vox, n_vol = signal.shape
     dtype = signal.dtype
     order = settings.noise_order
-    norm = 1.0 / (n_vol * order)
-    half_sq = 0.5 * np.einsum("ij,ij->i", signal, signal)
-    sigma2 = np.full(n_vox, SIGMA0**2, dtype=dtype)
-    sigma2_arg = sigma2.copy()
+    norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
     reblurred = fodf @ kernel_t
     operands = np.empty((2 * n_vox, n_vol), dtype=dtype)
     weighted = operands[:n_vox]  # signal * bessel ratio
@@ -166,12 +172,8 @@ def _iterate_tv(signal, kernel, fodf, settings, *, grid_mask, tv_scale, chunk_si
     """Global fit with total variation: each iteration sweeps every chunk."""
     kernel_t = np.ascontiguousarray(kernel.T)
     n_vox, n_vol = signal.shape
-    dtype = signal.dtype
     order = settings.noise_order
-    norm = 1.0 / (n_vol * order)
-    half_sq = 0.5 * np.einsum("ij,ij->i", signal, signal)
-    sigma2 = np.full(n_vox, SIGMA0**2, dtype=dtype)
-    sigma2_arg = sigma2.copy()
+    norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
     reblurred = fodf @ kernel_t
     tv_lambda = SIGMA0**2
     start_time = time.perf_counter()
