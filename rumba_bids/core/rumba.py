@@ -90,17 +90,25 @@ class RumbaIterationSettings:
     R: int = 1
 
 
-def _fold_antipodal(kernel: np.ndarray, partner: np.ndarray):
-    """Keep one column per antipodal pair; return (kernel, kept, weight)."""
+def _antipodal_kept(partner: np.ndarray) -> np.ndarray | None:
+    """One vertex index per antipodal pair, or None when the sphere does not fold."""
     n_wm = len(partner)
     if np.all(partner >= 0):
         kept = np.flatnonzero(np.arange(n_wm) < partner)
         if len(kept) * 2 == n_wm:
-            columns = np.concatenate([kept, [n_wm, n_wm + 1]])
-            weight = np.concatenate([np.full(len(kept), 2.0), [1.0, 1.0]])
-            return kernel[:, columns], kept, weight
-    columns = np.arange(n_wm + 2)
-    return kernel, None, np.ones(n_wm + 2)
+            return kept
+    return None
+
+
+def _fold_antipodal(kernel: np.ndarray, partner: np.ndarray):
+    """Keep one column per antipodal pair; return (kernel, kept, weight)."""
+    n_wm = len(partner)
+    kept = _antipodal_kept(partner)
+    if kept is None:
+        return kernel, None, np.ones(n_wm + 2)
+    columns = np.concatenate([kept, [n_wm, n_wm + 1]])
+    weight = np.concatenate([np.full(len(kept), 2.0), [1.0, 1.0]])
+    return kernel[:, columns], kept, weight
 
 
 def _initial_noise_state(signal: np.ndarray, order: int):
@@ -314,11 +322,8 @@ class RumbaSDModel:
     @property
     def fit_columns(self) -> int:
         """Columns the iteration updates: M/2 + 2 when antipodal pairs fold, else M + 2."""
-        partner = self.sphere.antipodal_partner
-        n_wm = len(partner)
-        if np.all(partner >= 0) and 2 * int(np.sum(np.arange(n_wm) < partner)) == n_wm:
-            return n_wm // 2 + 2
-        return n_wm + 2
+        kept = _antipodal_kept(self.sphere.antipodal_partner)
+        return len(self.sphere) + 2 if kept is None else len(kept) + 2
 
     def fit_memory(self, n_voxels: int, *, grid_shape=None, data_itemsize=None) -> int:
         """Estimated peak bytes :meth:`fit` allocates on top of its input array.
