@@ -439,7 +439,7 @@ def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels
             del block
             # mapped for this block only: its pages leave the process with it
             fod = np.memmap(mode="r+", **fod_file)
-            fod[index] = result.odf()
+            fod[index] = result.odf(dtype=None)
             fod.flush()
             del fod
             for name in maps:
@@ -586,7 +586,7 @@ def fit_rumba_files(
             except ValueError as exc:  # NaN/inf voxels in the mask
                 raise InputDataError(dwi_file, str(exc)) from exc
         del data
-        save_like(result.odf(), dwi, outputs["fod_amplitudes"])
+        save_like(result.odf(dtype=None), dwi, outputs["fod_amplitudes"])
         maps = {name: getattr(result, name) for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr")}
     outputs["directions_file"] = out("_directions", ".txt")
     np.savetxt(outputs["directions_file"], model.sphere.vertices, fmt="%.17g")
