@@ -20,11 +20,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import eval_legendre
 
+from .defaults import (  # noqa: F401  (re-exported)
+    DEFAULT_CSF_RESPONSE,
+    DEFAULT_GM_RESPONSE,
+    DEFAULT_WM_RESPONSE,
+    GM_MIN_SHELLS,
+)
 from .gradients import GradientTable
-
-DEFAULT_WM_RESPONSE = (1.7e-3, 0.2e-3, 0.2e-3)
-DEFAULT_GM_RESPONSE = 0.8e-3
-DEFAULT_CSF_RESPONSE = 3.0e-3
 
 
 class AxisymmetricResponse:

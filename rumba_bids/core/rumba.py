@@ -28,6 +28,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .defaults import DEFAULT_N_COILS, DEFAULT_N_ITER, DEFAULT_R, DEFAULT_RECON_TYPE
 from .gradients import GradientTable, as_gradient_table
 from .kernel import (
     DEFAULT_CSF_RESPONSE,
@@ -297,10 +298,10 @@ class RumbaSDModel:
         wm_response=DEFAULT_WM_RESPONSE,
         gm_response=DEFAULT_GM_RESPONSE,
         csf_response=DEFAULT_CSF_RESPONSE,
-        n_iter: int = 600,
-        recon_type: str = "smf",
-        n_coils: int = 1,
-        R: int = 1,
+        n_iter: int = DEFAULT_N_ITER,
+        recon_type: str = DEFAULT_RECON_TYPE,
+        n_coils: int = DEFAULT_N_COILS,
+        R: int = DEFAULT_R,
         voxelwise: bool = True,
         use_tv: bool = False,
         sphere=None,

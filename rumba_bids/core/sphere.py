@@ -14,6 +14,8 @@ from importlib import resources
 
 import numpy as np
 
+from .defaults import DEFAULT_SPHERE
+
 #: Named spheres shipped with the package: name -> number of antipodal pairs.
 NAMED_SPHERES = {
     "repulsion100": 50,
@@ -21,7 +23,6 @@ NAMED_SPHERES = {
     "symmetric362": 181,
     "repulsion724": 362,
 }
-DEFAULT_SPHERE = "repulsion724"
 _UNIT_TOLERANCE = 1e-3
 #: Vertices closer than this angle (radians, about 0.06 degree) count as duplicates.
 DUPLICATE_ANGLE = 1e-3
