@@ -181,6 +181,61 @@ def test_the_fit_process_stays_within_its_limit(tmp_path):
     np.testing.assert_array_equal(np.asanyarray(limited.dataobj), np.asanyarray(unlimited.dataobj))
 
 
+#: A whole fit process (the FitRumba node's function) reporting its peak RSS and the estimate.
+FIT_RSS = """
+import json, sys
+import nibabel as nib
+from rumba_bids.core.memory import process_bytes
+from rumba_bids.interfaces.rumba import fit_rumba_files, memory_model, values_itemsize
+dwi, bval, bvec, response, mask, out, fit, use_tv, threads = sys.argv[1:10]
+use_tv = use_tv == "1"
+fit_rumba_files(dwi, bval, bvec, response, out, mask_file=mask, fit=fit, use_tv=use_tv,
+                n_iter=2, n_threads=int(threads))
+status = open("/proc/self/status").read().split("VmHWM:")[1].split()
+image = nib.load(dwi)
+model = memory_model(image.shape[3], bvals=[float(b) for b in open(bval).read().split()],
+                     fit=fit, use_tv=use_tv)
+model.n_threads = int(threads)
+n_voxels = int(nib.load(mask).get_fdata().astype(bool).sum())
+estimate = process_bytes(model, image.shape, values_itemsize=values_itemsize(image),
+                         n_voxels=n_voxels)
+print(json.dumps({"peak": int(status[0]) * 1024, "estimate": estimate}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize(
+    ("fit", "use_tv"), [("voxelwise", False), ("global", False), ("global", True)]
+)
+def test_estimate_holds_for_real_fit_processes(tmp_path, fit, use_tv):
+    """Peak RSS (VmHWM; ``ru_maxrss`` would count the forking parent) of real fit
+    processes on an int16 NIfTI series, which nibabel loads in Fortran order, with a
+    brain-like mask of 38 % of the grid, against :func:`process_bytes`: never above the
+    estimate; the estimate at most 35 % above it for the global and TV fits (measured
+    1.2-1.3x) and 50 % for the voxel-wise one (measured 1.46x: the pages of the
+    memory-mapped fODF file are counted for a mask density of 0.5, MASK_DENSITY)."""
+    rng = np.random.default_rng(3)
+    gtab = make_acquisition(n_b0=6, n_dirs=60, bvals=(2000.0,))
+    shape = (56, 56, 40)
+    data = _series(rng, shape, gtab)
+    grid = np.indices(shape) - (np.array(shape) - 1)[:, None, None, None] / 2
+    mask = ((grid / (0.45 * np.array(shape))[:, None, None, None]) ** 2).sum(axis=0) <= 1
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "dwi.nii.gz"))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), str(tmp_path / "mask.nii.gz"))
+    np.savetxt(tmp_path / "dwi.bval", gtab.bvals[None], fmt="%g")
+    np.savetxt(tmp_path / "dwi.bvec", gtab.bvecs.T, fmt="%.8f")
+    (tmp_path / "response.txt").write_text("1.7e-3 0.2e-3 0.2e-3\n")
+    names = ("dwi.nii.gz", "dwi.bval", "dwi.bvec", "response.txt", "mask.nii.gz")
+    argv = [str(tmp_path / name) for name in names]
+    argv += [str(tmp_path), fit, str(int(use_tv)), "2"]
+    completed = subprocess.run(
+        [sys.executable, "-c", FIT_RSS, *argv], capture_output=True, text=True, check=True
+    )
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    upper = 1.5 if fit == "voxelwise" else 1.35
+    assert measured["peak"] <= measured["estimate"] <= upper * measured["peak"], measured
+
+
 @pytest.fixture
 def large_header(tmp_path):
     """A 100x100x60 grid of 8 volumes (constant, so it compresses to a few kB)."""
