@@ -82,6 +82,17 @@ def make_dataset(root: Path, shape):
     return gtab, data, mask
 
 
+def load_dataset(root: Path):
+    import nibabel as nib
+
+    from rumba_bids.core.gradients import GradientTable
+
+    gtab = GradientTable(np.loadtxt(root / "dwi.bval"), np.loadtxt(root / "dwi.bvec").T)
+    data = np.asanyarray(nib.load(str(root / "dwi.nii.gz")).dataobj)
+    mask = np.asanyarray(nib.load(str(root / "mask.nii.gz")).dataobj).astype(bool)
+    return gtab, data, mask
+
+
 def run_fit(root: Path, mode: str, threads: int, n_iter: int) -> dict:
     out = root / f"out-{mode}-{threads}-{n_iter}"
     out.mkdir(exist_ok=True)
@@ -179,11 +190,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["voxelwise", "tv"])
     parser.add_argument("--no-dipy", action="store_true")
+    parser.add_argument("--dataset", help="folder to keep the series in (reused when present)")
     parser.add_argument("--json", help="also write every measurement to this file")
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="rumba-head-"))
+    root = Path(args.dataset or tempfile.mkdtemp(prefix="rumba-head-"))
+    root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    gtab, data, mask = make_dataset(root, tuple(args.shape))
+    if (root / "mask.nii.gz").exists():
+        gtab, data, mask = load_dataset(root)
+    else:
+        gtab, data, mask = make_dataset(root, tuple(args.shape))
     n_vox = int(mask.sum())
     print(
         f"head {tuple(args.shape)}, {len(gtab)} volumes, {n_vox} voxels in the mask "

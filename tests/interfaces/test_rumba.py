@@ -195,6 +195,30 @@ def test_global_fit_with_total_variation(synthetic_inputs, tmp_path):
     assert nib.load(outputs.fod_amplitudes).shape == (5, 5, 5, 100)
 
 
+@pytest.mark.parametrize("fit", ["voxelwise", "global"])
+def test_n_threads_input_changes_nothing_but_the_threads(synthetic_inputs, tmp_path, fit):
+    """The node's ``n_threads`` (set from the workflow's omp_nthreads) gives the same
+    files, bit for bit, on 1 and 3 threads (TV included)."""
+    results = {}
+    for n_threads in (1, 3):
+        outputs = _fit(
+            tmp_path / f"{fit}-{n_threads}",
+            n_iter=5,
+            sphere="repulsion100",
+            fit=fit,
+            use_tv=fit == "global",
+            chunk_size=16,
+            n_threads=n_threads,
+            **synthetic_inputs,
+        )
+        results[n_threads] = [
+            np.asanyarray(nib.load(getattr(outputs, name)).dataobj)
+            for name in ("fod_amplitudes", "f_wm", "snr")
+        ]
+    for one, three in zip(results[1], results[3]):
+        np.testing.assert_array_equal(three, one)
+
+
 def test_custom_sphere_file(synthetic_inputs, tmp_path):
     vertices = get_sphere("repulsion100").vertices[::-1]
     sphere_file = tmp_path / "my_directions.txt"
