@@ -21,6 +21,7 @@ from .errors import (
 )
 from .settings import (
     DEFAULT_CSF_RESPONSE,
+    DEFAULT_FOD_SCALE,
     DEFAULT_GM_RESPONSE,
     DEFAULT_MIN_SEPARATION_ANGLE,
     DEFAULT_N_ITER,
@@ -39,6 +40,7 @@ PROG = "rumba-bids"
 ANALYSIS_LEVELS = ("participant", "group")
 RESPONSES = ("default", "fa", "recursive", "file")
 SPHERES = ("repulsion724", "symmetric362", "repulsion200", "repulsion100")
+FOD_SCALES = ("density", "weights")
 #: Largest plausible diffusivity in mm^2/s (free water at body temperature is 3e-3).
 MAX_DIFFUSIVITY = 5e-3
 
@@ -390,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the fODF sampled on the sphere (desc-amplitudes; large)",
     )
+    model.add_argument(
+        "--fod-scale",
+        choices=FOD_SCALES,
+        default=DEFAULT_FOD_SCALE,
+        help="unit of the fODF outputs (SH, amplitudes, peaks): density (default; 1/sr, "
+        "integral over the sphere = f_wm, independent of --sphere, what MRtrix3 expects) "
+        "or weights (one weight per sphere direction summing to f_wm: DIPY's RumbaFit.odf)",
+    )
     return parser
 
 
@@ -463,6 +473,7 @@ def _model_options(args) -> ModelOptions:
         peak_threshold=args.peak_threshold,
         min_separation_angle=args.min_separation_angle,
         write_amplitudes=args.write_amplitudes,
+        fod_scale=args.fod_scale,
     )
 
 

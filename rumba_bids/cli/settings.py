@@ -18,6 +18,7 @@ DEFAULT_N_ITER = 600
 DEFAULT_SPHERE = "repulsion724"
 DEFAULT_SH_ORDER = 8
 DEFAULT_SH_BASIS = "mrtrix3"
+DEFAULT_FOD_SCALE = "density"
 DEFAULT_NPEAKS = 5
 DEFAULT_PEAK_THRESHOLD = 0.5
 DEFAULT_MIN_SEPARATION_ANGLE = 25.0
@@ -56,6 +57,7 @@ class ModelOptions:
     peak_threshold: float = DEFAULT_PEAK_THRESHOLD
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
     write_amplitudes: bool = False
+    fod_scale: str = DEFAULT_FOD_SCALE
 
     def gm_enabled(self, n_shells: int) -> bool:
         """Whether the GM compartment is fitted for data with ``n_shells`` non-zero shells."""

@@ -19,8 +19,12 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from ..core.sphere import DEFAULT_FOD_SCALE, DEFAULT_SPHERE
 from ..interfaces.derivatives import DerivativesBundleSink, bids_path
+from ..interfaces.rumba import fod_units
 
+#: Outputs in the unit of the fODF (``fod_scale``), stated in their sidecar's ``Units``.
+FOD_UNIT_OUTPUTS = ("fod_sh", "fod_amplitudes", "peaks", "peak_values")
 #: (outputnode field, param entity, desc entity, OrientationEncoding kind or None).
 MAP_OUTPUTS = (
     ("fod_sh", "fod", None, "sh"),
@@ -192,6 +196,11 @@ def init_dwi_run_wf(
         fallback = _orientation_encoding(kind, sh_order=sh_order, sh_basis=sh_basis)
         if fallback is not None:
             extra["OrientationEncoding"] = fallback
+        if field_name in FOD_UNIT_OUTPUTS:
+            extra["Units"] = fod_units(
+                rumba_options.get("fod_scale", DEFAULT_FOD_SCALE),
+                sphere=rumba_options.get("sphere", DEFAULT_SPHERE),
+            )
         spec = {"model": "rumba", "param": param, "suffix": "dwimap", "extra_meta": extra}
         if desc:
             spec["desc"] = desc

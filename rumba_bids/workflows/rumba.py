@@ -18,7 +18,7 @@ from ..core.kernel import DEFAULT_CSF_RESPONSE
 from ..core.response import METHODS as RESPONSE_METHODS
 from ..core.rumba import RECON_TYPES
 from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, n_sh_coefficients
-from ..core.sphere import DEFAULT_SPHERE
+from ..core.sphere import DEFAULT_FOD_SCALE, DEFAULT_SPHERE, FOD_SCALES
 from ..interfaces.gradients import CheckGradients
 from ..interfaces.masking import BrainMask
 from ..interfaces.peaks import PEAK_DEFAULTS, ExtractPeaks
@@ -193,6 +193,7 @@ def _check_options(options: dict) -> None:
         ),
         (options["sh_basis"] in SH_BASES, f"sh_basis must be one of {SH_BASES}"),
         (options["reference"] in REFERENCES, f"reference must be one of {REFERENCES}"),
+        (options["fod_scale"] in FOD_SCALES, f"fod_scale must be one of {FOD_SCALES}"),
         (
             options["wm_response"] is None or np.shape(options["wm_response"]) == (3,),
             "wm_response must be None or 3 eigenvalues in mm^2/s, e.g. (1.7e-3, 0.2e-3, 0.2e-3)",
@@ -267,6 +268,7 @@ def init_rumba_wf(
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
     reference="xyz",
+    fod_scale=DEFAULT_FOD_SCALE,
     b0_threshold=DEFAULT_B0_THRESHOLD,
     omp_nthreads=1,
     mem_gb=None,
@@ -324,6 +326,12 @@ def init_rumba_wf(
         Frame of the SH and peak directions: voxel axes (recorded as
         ``Reference: ijk``) or world axes of the affine (as MRtrix3 reads them).
         The amplitudes always use voxel-frame directions.
+    fod_scale : {'density', 'weights'}
+        Unit of every fODF output (SH, amplitudes, peak values): a density on
+        the sphere (1/sr; its integral over the sphere is f_wm, so values do
+        not depend on ``sphere`` and MRtrix3's default thresholds apply), or
+        the raw per-direction weights (sum f_wm; DIPY's ``RumbaFit.odf``).
+        Recorded as ``Model.Parameters.FODScale``.
     b0_threshold : float
         Volumes with b <= this (s/mm^2) are b0 volumes.
     omp_nthreads : int
@@ -414,6 +422,7 @@ def init_rumba_wf(
             gm_response=gm_response,
             csf_response=csf_response,
             sphere=sphere,
+            fod_scale=fod_scale,
             b0_threshold=b0_threshold,
             num_threads=omp_nthreads,
             **({} if max_memory_gb is None else {"max_memory_gb": float(max_memory_gb)}),
