@@ -152,7 +152,9 @@ def run_participant(settings, *, console_filter=None) -> int:
         filters=dict(settings.bids_filters).get("dwi", {}),
     )
     collected = collect_runs(layout, files, derivative=derivative)
-    valid, rejected = preflight(collected, mask_file=settings.mask_file)
+    valid, rejected = preflight(
+        collected, mask_file=settings.mask_file, response_file=settings.model.response_file
+    )
     valid, rejected = check_resources(settings, valid, rejected)
     labels = [run.label for run, _ in valid]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
@@ -237,15 +239,28 @@ def make_reports(settings, subjects, *, required: bool = True) -> int:
     return int(ExitCode.SUCCESS)
 
 
-def preflight(collected, *, mask_file=None):
-    """Check every run; return (valid [(run, facts)], rejected [(run, error)])."""
+def preflight(collected, *, mask_file=None, response_file=None):
+    """Check every run; return (valid [(run, facts)], rejected [(run, error)]).
+
+    With ``response_file`` (``--response file``), a run whose shells are not
+    the response's is rejected too (exit 65, both shell sets named).
+    """
+    from ..interfaces.errors import RumbaInputError
+    from ..interfaces.response import check_response_file
     from .checks import inspect_run
+    from .errors import DataError
 
     valid, rejected = [], []
     for run in collected:
         mask = mask_file or run.mask_file
         try:
             facts = inspect_run(run.dwi_file, run.bval_file, run.bvec_file, mask)
+            try:
+                if response_file is not None:
+                    check_response_file(response_file, facts.shells)
+            except RumbaInputError as error:  # the interfaces' error, as the app's
+                where = f" (data: {Path(run.dwi_file).name})"
+                raise DataError(error.problem + where, path=error.path) from error
         except RumbaBidsError as error:
             print(error.one_line(PROG), file=sys.stderr)
             rejected.append((run, error))
