@@ -32,7 +32,7 @@ from ..interfaces.rumba import (
     resolve_sphere,
     values_itemsize,
 )
-from ..interfaces.shm import REFERENCES, SLAB_VOXELS, FodToSH
+from ..interfaces.shm import DEFAULT_SH_SMOOTHING, REFERENCES, SLAB_VOXELS, FodToSH
 
 INPUT_FIELDS = ("dwi_file", "bval_file", "bvec_file", "mask_file")
 OUTPUT_FIELDS = (
@@ -195,6 +195,10 @@ def _check_options(options: dict) -> None:
         (options["reference"] in REFERENCES, f"reference must be one of {REFERENCES}"),
         (options["fod_scale"] in FOD_SCALES, f"fod_scale must be one of {FOD_SCALES}"),
         (
+            _positive(options["sh_smoothing"]) or options["sh_smoothing"] == 0,
+            "sh_smoothing must be a number >= 0 (per steradian)",
+        ),
+        (
             options["wm_response"] is None or np.shape(options["wm_response"]) == (3,),
             "wm_response must be None or 3 eigenvalues in mm^2/s, e.g. (1.7e-3, 0.2e-3, 0.2e-3)",
         ),
@@ -264,6 +268,7 @@ def init_rumba_wf(
     sphere=DEFAULT_SPHERE,
     sh_order=DEFAULT_SH_ORDER,
     sh_basis=DEFAULT_SH_BASIS,
+    sh_smoothing=DEFAULT_SH_SMOOTHING,
     npeaks=PEAK_DEFAULTS["npeaks"],
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
@@ -319,6 +324,11 @@ def init_rumba_wf(
     sh_order : int
         Maximum even SH degree of ``fod_sh``.
     sh_basis : {'mrtrix3', 'descoteaux'}
+    sh_smoothing : float
+        Laplace-Beltrami regularisation of the SH fit, per steradian (the same
+        filter for every sphere; 0: plain least squares).  The default removes
+        the ringing that MRtrix3's ``fod2fixel`` would count as extra fixels
+        (see :data:`rumba_bids.interfaces.shm.DEFAULT_SH_SMOOTHING`).
     npeaks, relative_peak_threshold, min_separation_angle
         Peak extraction (at most ``npeaks`` maxima above the given fraction of
         the largest, at least ``min_separation_angle`` degrees apart).
@@ -432,7 +442,7 @@ def init_rumba_wf(
         mem_gb=memory["fit"],
     )
     fod_to_sh = pe.Node(
-        FodToSH(sh_order=sh_order, sh_basis=sh_basis, reference=reference),
+        FodToSH(sh_order=sh_order, sh_basis=sh_basis, smoothing=sh_smoothing, reference=reference),
         name="fod_to_sh",
         mem_gb=memory["fod"],
     )
