@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .. import __version__
+from ..core.defaults import FOD_SCALES
 from .errors import (
     EXIT_CODE_HELP,
     InputMissingError,
@@ -40,7 +41,6 @@ PROG = "rumba-bids"
 ANALYSIS_LEVELS = ("participant", "group")
 RESPONSES = ("default", "fa", "recursive", "file")
 SPHERES = ("repulsion724", "symmetric362", "repulsion200", "repulsion100")
-FOD_SCALES = ("density", "weights")
 #: Largest plausible diffusivity in mm^2/s (free water at body temperature is 3e-3).
 MAX_DIFFUSIVITY = 5e-3
 
