@@ -105,3 +105,24 @@ def test_directions_must_match_the_volumes(small_64d_fit, tmp_path):
     np.savetxt(wrong, np.loadtxt(small_64d_fit["directions_file"])[:-2])
     with pytest.raises(InputDataError, match=re.escape(f"{wrong}: 722 directions for an fODF")):
         _to_sh({**small_64d_fit, "directions_file": str(wrong)}, tmp_path)
+
+
+def test_default_regularised_sh_does_not_depend_on_the_sphere(synthetic_dwi, tmp_path):
+    """Density amplitudes and the per-steradian smoothing: the same SH on 200 and 724
+    directions (the plain weights, DIPY's scale, differ by the ratio of the sphere sizes)."""
+    from rumba_bids.core.shm import real_sh_basis
+
+    inputs = _prepare(synthetic_dwi, tmp_path / "inputs", mask_file=synthetic_dwi.mask_file)
+    brain = nib.load(synthetic_dwi.mask_file).get_fdata().astype(bool)
+    along_fibre = real_sh_basis(synthetic_dwi.fibre_direction)
+    amplitude = {}
+    for sphere in ("repulsion200", "repulsion724"):
+        (tmp_path / sphere).mkdir()
+        fit = fit_rumba_files(**inputs, out_dir=str(tmp_path / sphere), n_iter=100, sphere=sphere)
+        sh = nib.load(_to_sh(fit, tmp_path / sphere).out_file).get_fdata()[brain]
+        amplitude[sphere] = sh @ along_fibre
+        f_wm = nib.load(fit["f_wm"]).get_fdata()[brain]
+        np.testing.assert_allclose(sh[:, 0] * np.sqrt(4 * np.pi), f_wm, rtol=0.02)
+    ratio = amplitude["repulsion724"] / amplitude["repulsion200"]
+    assert np.all(np.abs(ratio - 1) < 0.05), ratio
+    assert amplitude["repulsion724"].min() > 0.5  # far above MRtrix3's 0.1 thresholds
