@@ -6,25 +6,18 @@ one line on stderr and its exit code, never a traceback.
 
 from __future__ import annotations
 
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    """Exit codes of ``rumba-bids`` and ``rumba-bids-demo``."""
-
-    SUCCESS = 0
-    PROCESSING_FAILED = 1
-    VALIDATION_FAILED = 16
-    UNKNOWN_LEVEL = 17
-    NO_RUNS_SELECTED = 18
-    USAGE = 64
-    DATA = 65
-    NO_INPUT = 66
-    CANNOT_CREATE_OUTPUT = 73
-    INTERRUPTED_SIGHUP = 129
-    INTERRUPTED_SIGINT = 130
-    INTERRUPTED_SIGTERM = 143
-
+from ..inputs.errors import (  # noqa: F401  (re-exported: the errors the app ends with)
+    CannotCreateOutputError,
+    DataError,
+    ExitCode,
+    InputMissingError,
+    NoRunsSelectedError,
+    ProcessingError,
+    RumbaBidsError,
+    UnknownLevelError,
+    UsageError,
+    ValidationError,
+)
 
 EXIT_CODE_HELP = """\
 exit codes:
@@ -47,52 +40,3 @@ exit codes:
   130 interrupted by SIGINT (Ctrl-C): finished steps stay in the work directory,
       no derivative is left half-written; rerun the same command to resume
   143 interrupted by SIGTERM (as 130)"""
-
-
-class RumbaBidsError(Exception):
-    """An expected failure: a one-line message, the file concerned, an exit code."""
-
-    exit_code = ExitCode.PROCESSING_FAILED
-
-    def __init__(self, message: str, *, path=None):
-        super().__init__(message)
-        self.message = message
-        self.path = None if path is None else str(path)
-
-    def one_line(self, prog: str = "rumba-bids") -> str:
-        """``<prog>: error: <path>: <message>`` on a single line."""
-        where = f"{self.path}: " if self.path else ""
-        text = " ".join(f"{where}{self.message}".split())
-        return f"{prog}: error: {text}"
-
-
-class UsageError(RumbaBidsError):
-    exit_code = ExitCode.USAGE
-
-
-class UnknownLevelError(RumbaBidsError):
-    exit_code = ExitCode.UNKNOWN_LEVEL
-
-
-class ValidationError(RumbaBidsError):
-    exit_code = ExitCode.VALIDATION_FAILED
-
-
-class NoRunsSelectedError(RumbaBidsError):
-    exit_code = ExitCode.NO_RUNS_SELECTED
-
-
-class DataError(RumbaBidsError):
-    exit_code = ExitCode.DATA
-
-
-class InputMissingError(RumbaBidsError):
-    exit_code = ExitCode.NO_INPUT
-
-
-class CannotCreateOutputError(RumbaBidsError):
-    exit_code = ExitCode.CANNOT_CREATE_OUTPUT
-
-
-class ProcessingError(RumbaBidsError):
-    exit_code = ExitCode.PROCESSING_FAILED

@@ -39,6 +39,8 @@ PROG = "rumba-bids"
 ANALYSIS_LEVELS = ("participant", "group")
 RESPONSES = ("default", "fa", "recursive", "file")
 SPHERES = ("repulsion724", "symmetric362", "repulsion200", "repulsion100")
+#: Input layouts (QSIRecon's spelling of --input-type).
+INPUT_TYPES = ("bids", "qsiprep", "hcpya")
 #: Largest plausible diffusivity in mm^2/s (free water at body temperature is 3e-3).
 MAX_DIFFUSIVITY = 5e-3
 
@@ -192,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip_bids_validation",
         action="store_true",
         help="do not run the BIDS validator (bids-validator-deno) on bids_dir",
+    )
+    select.add_argument(
+        "--input-type",
+        "--input_type",
+        choices=INPUT_TYPES,
+        default=None,
+        help="layout of bids_dir: bids (raw BIDS or a BIDS derivative; FSL b-vectors), "
+        "qsiprep (QSIPrep derivatives; image-axis b-vectors), hcpya (HCP-YA "
+        "<subject>/T1w/Diffusion/ trees; FSL b-vectors); default: detected",
     )
     select.add_argument(
         "--mask-file",
@@ -402,6 +413,18 @@ def _check_diffusivity(value: float, flag: str) -> float:
     return float(value)
 
 
+def _check_sh_order(sh_order: int, sphere: str) -> None:
+    """--sh-order the --sphere can determine (distinct axes >= SH coefficients)."""
+    from ..workflows.rumba import check_sh_order
+
+    try:
+        check_sh_order(sh_order, sphere)
+    except ValueError as error:
+        raise UsageError(
+            "--sh-order / --sphere: " + str(error).replace("sh_order", "--sh-order")
+        ) from error
+
+
 def _model_options(args) -> ModelOptions:
     response = args.response
     if args.response_file is not None:
@@ -432,6 +455,7 @@ def _model_options(args) -> ModelOptions:
         raise UsageError("--n-coils > 1 needs --recon-type sos (smf means one effective coil)")
     if args.sh_order < 2 or args.sh_order % 2:
         raise UsageError(f"--sh-order must be even and at least 2, got {args.sh_order}")
+    _check_sh_order(args.sh_order, args.sphere)
     if not 0.0 <= args.peak_threshold <= 1.0:
         raise UsageError(f"--peak-threshold must be between 0 and 1, got {args.peak_threshold}")
     if not 0.0 <= args.min_separation_angle <= 90.0:
@@ -654,6 +678,7 @@ def parse_settings(argv=None) -> Settings:
         session_label=tuple(dict.fromkeys(args.session_label)),
         bids_filters=MappingProxyType(filters),
         skip_bids_validation=args.skip_bids_validation,
+        input_type=args.input_type,
         mask_file=mask_file,
         nprocs=nprocs,
         omp_nthreads=omp_nthreads,

@@ -77,6 +77,7 @@ class Settings:
     session_label: tuple[str, ...] = ()
     bids_filters: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     skip_bids_validation: bool = False
+    input_type: str | None = None
     mask_file: Path | None = None
     nprocs: int = 1
     omp_nthreads: int = 1
