@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import (
     CannotCreateOutputError,
+    DataError,
     ExitCode,
     InputMissingError,
     ProcessingError,
@@ -24,6 +25,12 @@ from .errors import (
 )
 
 PROG = "rumba-bids"
+#: Error type of the summary line when every run was refused, by the first refusal's code.
+_ERROR_TYPES = {
+    int(ExitCode.DATA): DataError,
+    int(ExitCode.NO_INPUT): InputMissingError,
+    int(ExitCode.USAGE): UsageError,
+}
 logger = logging.getLogger("rumba_bids.cli")
 #: Thread-count variables read by BLAS / OpenMP libraries when they load.
 THREAD_VARIABLES = (
@@ -162,7 +169,7 @@ def run_participant(settings, *, console_filter=None) -> int:
     if settings.skip_bids_validation:
         logger.info("BIDS validation skipped (--skip-bids-validation)")
     elif dataset.derivative:
-        logger.info("input is a derivatives dataset (%s): BIDS validation skipped", dataset.layout)
+        logger.info("input is a derivatives dataset: BIDS validation skipped")
     else:
         _validate(settings, collected, rejected)
 
@@ -170,7 +177,8 @@ def run_participant(settings, *, console_filter=None) -> int:
         first_error = rejected[0][1]
         if len(rejected) == 1:  # its line is already printed
             return int(first_error.exit_code)
-        raise type(first_error)(
+        summary = _ERROR_TYPES.get(int(first_error.exit_code), ProcessingError)
+        raise summary(
             f"none of the {len(rejected)} selected DWI runs can be processed (see above)",
             path=settings.bids_dir,
         )

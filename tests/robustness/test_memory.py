@@ -218,7 +218,7 @@ def test_the_command_line_refuses_it_before_processing(large_header, tmp_path, m
     (bids / "sub-01" / "dwi").mkdir(parents=True)
     (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.10.0"}')
     for path in (run.dwi_file, run.bval_file):
-        shutil.copy(path, bids / "sub-01" / "dwi" / path.name)
+        shutil.copy(path, bids / "sub-01" / "dwi" / Path(path).name)
     directions = "\n".join(" ".join(["0", "1", "0", "0", "0", "0", "1", "0"]) for _ in range(1))
     (bids / "sub-01" / "dwi" / "sub-01_dwi.bvec").write_text(
         "0 1 0 0 0 0.6 0 0.8\n0 0 1 0 0 0.8 0.6 0\n0 0 0 1 0 0 0.8 0.6\n" if directions else ""
