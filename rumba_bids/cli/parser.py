@@ -413,12 +413,15 @@ def _check_diffusivity(value: float, flag: str) -> float:
     return float(value)
 
 
-def _check_sh_order(sh_order: int, sphere: str) -> None:
-    """--sh-order the --sphere can determine (distinct axes >= SH coefficients)."""
-    from ..workflows.rumba import check_sh_order
+def check_sh_order(model) -> None:
+    """Refuse a --sh-order the --sphere cannot determine (distinct axes >= SH coefficients).
+
+    Called once BLAS threads are set (it loads numpy), before anything is written.
+    """
+    from ..workflows.rumba import check_sh_order as check
 
     try:
-        check_sh_order(sh_order, sphere)
+        check(model.sh_order, model.sphere)
     except ValueError as error:
         raise UsageError(
             "--sh-order / --sphere: " + str(error).replace("sh_order", "--sh-order")
@@ -455,7 +458,6 @@ def _model_options(args) -> ModelOptions:
         raise UsageError("--n-coils > 1 needs --recon-type sos (smf means one effective coil)")
     if args.sh_order < 2 or args.sh_order % 2:
         raise UsageError(f"--sh-order must be even and at least 2, got {args.sh_order}")
-    _check_sh_order(args.sh_order, args.sphere)
     if not 0.0 <= args.peak_threshold <= 1.0:
         raise UsageError(f"--peak-threshold must be between 0 and 1, got {args.peak_threshold}")
     if not 0.0 <= args.min_separation_angle <= 90.0:

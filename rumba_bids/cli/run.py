@@ -23,6 +23,7 @@ from .errors import (
     RumbaBidsError,
     UsageError,
 )
+from .settings import GM_MIN_SHELLS
 
 PROG = "rumba-bids"
 #: Error type of the summary line when every run was refused, by the first refusal's code.
@@ -137,9 +138,11 @@ def run_participant(settings, *, console_filter=None) -> int:
     from ..inputs.detect import detect_layout
     from ..inputs.layouts import find_runs
     from .outputs import write_dataset_files
+    from .parser import check_sh_order
 
     if settings.reports_only:
         return make_reports(settings, settings.participant_label)
+    check_sh_order(settings.model)
     dataset = detect_layout(settings.bids_dir, settings.input_type)
     _check_writable_target(settings.output_dir, "output directory")
     _check_writable_target(settings.work_dir, "work directory")
@@ -311,10 +314,11 @@ def _gm_by_run(settings, runs) -> dict:
         gm_by_run[run.label] = gm
         if settings.model.use_gm is None:
             logger.info(
-                "%s: GM compartment %s (%d non-zero shell(s); on from 3)",
+                "%s: GM compartment %s (%d non-zero shell(s); on from %d)",
                 run.label,
                 "on" if gm else "off",
                 run.n_shells,
+                GM_MIN_SHELLS,
             )
     return gm_by_run
 
