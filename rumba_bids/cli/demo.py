@@ -13,6 +13,10 @@ multi-shell (b=1000/2000/3000, 10 b0 + 90 directions), have no session level
 and an LAS affine (negative determinant), so both b-vector conventions of the
 FSL format are exercised.  Sessions of one subject share the anatomy and differ
 in noise; subjects differ slightly in head size.
+
+``--layout qsiprep|qsiprep-legacy|hcpya`` writes the same phantom the way QSIPrep
+(>= 0.24, or 0.19-0.23) and the HCP-YA minimal preprocessing write their outputs
+(see :mod:`rumba_bids.cli.demo_layouts`).
 """
 
 from __future__ import annotations

@@ -29,12 +29,14 @@ exit codes:
   18  the participant/session labels or --bids-filter-file selected no DWI run
   64  usage error (bad flags or values, output_dir equal to or inside bids_dir,
       labels or filters that are not BIDS values, a run that needs more memory
-      than --mem or the machine allows)
+      than --mem or the machine allows, an --input-type the dataset contradicts,
+      a --sh-order the --sphere cannot determine)
   65  data error (bval/bvec/volume counts disagree, no b0 volume, zero-length or
       NaN b-vectors, b-values not in s/mm^2, a 3D/5D, corrupt or non-NIfTI image,
       NaN/inf values, an all-zero volume, deep negative values, a mask on another
       grid, empty or not binary)
-  66  input missing (bids_dir absent or not BIDS, bval/bvec file missing)
+  66  input missing (bids_dir absent or neither BIDS nor an HCP-YA tree, bval/bvec
+      file missing, a QSIPrep dataset without any desc-preproc DWI)
   73  cannot create output (output or work directory not writable)
   129 interrupted by SIGHUP (as 130)
   130 interrupted by SIGINT (Ctrl-C): finished steps stay in the work directory,
