@@ -1,9 +1,10 @@
 """Static checks of the container recipe, the pinned install and the CircleCI configuration.
 
-Docker cannot run in the test environment, so everything that can be decided from the files is
-checked here (hadolint, COPY sources and the build context, runtime settings, the constraints
-file shared by .ci/run and the Dockerfile, the CI configuration and the scripts it calls);
-building and running the image is CircleCI's build job (tools/smoke_test.sh).
+Everything that can be decided from the files is checked here (hadolint, COPY sources and the
+build context, runtime settings, the constraints file shared by .ci/run and the Dockerfile, the
+CI configuration and the scripts it calls). The built image is run by
+tests/test_container_image.py (.ci/run builds it with tools/build_image.sh) and by CircleCI's
+build job (tools/smoke_test.sh).
 """
 
 from __future__ import annotations
@@ -260,10 +261,15 @@ def test_labels_name_version_source_and_licence(instructions):
 
 
 def test_base_image_is_pinned_to_the_python_of_the_constraints(instructions):
+    """FROM ${BASE_IMAGE}, a build argument declared before it (tools/build_image.sh passes a
+    local stand-in where no registry is reachable) whose default is a pinned python image."""
     base = [args for keyword, args in instructions if keyword == "FROM"]
-    assert len(base) == 1
-    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base[0])
-    assert match, f"base image {base[0]} is not a pinned python:X.Y.Z-slim image"
+    assert base == ["${BASE_IMAGE}"], base
+    assert instructions[0][0] == "ARG", "ARG BASE_IMAGE must come before FROM"
+    default = docker_key_values(instructions[0][1]).get("BASE_IMAGE")
+    pattern = r"python:(\d+)\.(\d+)\.(\d+)-slim(-\w+)?(@sha256:[0-9a-f]{64})?"
+    match = re.fullmatch(pattern, default or "")
+    assert match, f"default base image {default} is not a pinned python:X.Y.Z-slim image"
     header = re.search(r"CPython (\d+)\.(\d+)", (REPO / CONSTRAINTS).read_text())
     assert header and header.groups() == match.groups()[:2], (
         "requirements/constraints.txt was resolved for another Python than the image's"
