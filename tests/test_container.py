@@ -514,3 +514,17 @@ def test_check_outputs_matches_placeholders_within_one_directory(tmp_path, capsy
     err = capsys.readouterr().err
     assert "unexpected output: extra.json" in err and "missing output:    sub-01/b.nii.gz" in err
     assert check_outputs.main([str(tmp_path / "absent"), str(expected)]) == 2
+
+
+def test_ci_builds_the_image_with_the_script_the_image_test_names(circleci):
+    """.ci/run builds with tools/build_image.sh and hands the tag to tests/test_container_image.py
+    (RUMBA_BIDS_TEST_IMAGE); CircleCI's build job uses the same script."""
+    text = CI_RUN.read_text()
+    build = text.index("bash tools/build_image.sh")
+    assert "export RUMBA_BIDS_TEST_IMAGE=" in text[:build]
+    assert text.index("pytest") > build, "the image must be built before the tests run"
+    test_module = (REPO / "tests" / "test_container_image.py").read_text()
+    assert 'os.environ.get("RUMBA_BIDS_TEST_IMAGE")' in test_module
+    build_job = [command for job, command in _run_commands(circleci) if job == "build"]
+    assert any("tools/build_image.sh" in command for command in build_job)
+    subprocess.run(["bash", "-n", str(REPO / "tools" / "build_image.sh")], check=True)

@@ -10,7 +10,7 @@
 #      mirror of this machine) + Debian's python3/pip, tagged $LOCAL_BASE. Built once, reused
 #      while the image exists; the debootstrap tarball is kept in $RUMBA_IMAGE_CACHE.
 #
-# Environment: ENGINE (podman|docker, default podman), BASE_IMAGE, LOCAL_BASE,
+# Environment: ENGINE (podman|docker, default podman), BASE_IMAGE, LOCAL_BASE, LOCAL_MINBASE,
 # RUMBA_IMAGE_CACHE (default ~/.cache/rumba-bids), PULL_TIMEOUT (s, default 60),
 # CONTAINERS_CONF (podman settings; tools/containers.conf for the CI VM, see .ci/run).
 # The local base needs root (debootstrap). pip inside the build needs the package index:
@@ -21,7 +21,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 tag=${1:-localhost/rumba-bids:dev}
 engine=${ENGINE:-podman}
 local_base=${LOCAL_BASE:-localhost/rumba-bids-base:python3-bookworm}
-minbase=localhost/rumba-bids-base:debian-bookworm-minbase
+minbase=${LOCAL_MINBASE:-localhost/rumba-bids-base:debian-bookworm-minbase}
 cache=${RUMBA_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rumba-bids}
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 seconds() { date +%s; }
@@ -33,8 +33,9 @@ build_args=(--network host)
 [ "$engine" = podman ] && build_args+=(--pull=never)
 # The host's CA bundle for pip's RUN steps (where a TLS proxy sits between pip and the
 # index); not for the local base, whose ca-certificates package writes that very file.
+# (podman only: docker build has no volumes.)
 ca_mount=()
-[ -r "$ca_bundle" ] && ca_mount=(-v "$ca_bundle:$ca_bundle:ro")
+[ "$engine" = podman ] && [ -r "$ca_bundle" ] && ca_mount=(-v "$ca_bundle:$ca_bundle:ro")
 
 debian_mirror() {
     # The first Debian mirror of this machine's apt sources (deb822 or one-line format).
