@@ -142,3 +142,25 @@ def test_container_outputs_equal_the_host_run(strict_run):
         np.testing.assert_array_equal(
             np.asarray(theirs.dataobj), np.asarray(ours.dataobj), err_msg=str(relative)
         )
+
+
+def test_apptainer_like_run(strict_run, image):
+    """As Apptainer/BABS run it: the caller's uid, HOME unset, a read-only /tmp (no tmpfs), the
+    job directory bound and current, ``-w $TMPDIR/work``, ``--participant-label sub-XX``.
+    Only the job directory is written."""
+    job = strict_run["root"] / "job"
+    (job / "tmp").mkdir(parents=True)
+    for directory in (job, job / "tmp"):
+        directory.chmod(0o777)
+    no_tmpfs = ("--read-only-tmpfs=false",) if ENGINE == "podman" else ()
+    run = container(
+        "--rm", "--network", "none", "--read-only", *no_tmpfs, "--user", "23456:23456",
+        "--unsetenv", "HOME", "--env", "TMPDIR=/job/tmp", "--workdir", "/job",
+        "-v", f"{strict_run['bids']}:/data:ro", "-v", f"{job}:/job", image,
+        "/data", "/job/outputs/rumba", *RUN_ARGS, "--participant-label", "sub-01",
+        "-w", "/job/tmp/work",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in job.iterdir()) == ["outputs", "tmp"]
+    assert (job / "outputs" / "rumba" / "sub-01.html").is_file()
+    assert not (job / "outputs" / "rumba" / "sub-02").exists()
