@@ -1,7 +1,7 @@
 # rumba-bids BIDS-App container.
 #
 #   docker build -t rumbabids/rumba-bids:dev .      # or: bash tools/build_image.sh TAG (podman)
-#   docker run --rm --read-only --network none --user "$(id -u):$(id -g)" \
+#   docker run --rm --read-only --tmpfs /tmp --network none --user "$(id -u):$(id -g)" \
 #       -v /data/bids:/data:ro -v /data/out:/out -v /data/work:/work rumbabids/rumba-bids:dev \
 #       /data /out participant --participant-label 01 -w /work
 #
