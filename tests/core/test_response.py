@@ -332,6 +332,7 @@ def test_from_dict_minimal_and_invalid():
 
 def test_recursive_on_dipy_small_64d_with_the_tutorials_arguments():
     """DIPY's tutorial call on DIPY's real scan: DIPY returns a response, so do we."""
+    pytest.importorskip("dipy", reason="compares with DIPY on its data (pip install -e .[test])")
     import nibabel as nib
     from dipy.io.gradients import read_bvals_bvecs
     from dipy.segment.mask import median_otsu as dipy_median_otsu
