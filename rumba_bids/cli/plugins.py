@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import math
 import os
 import re
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
+workflow_logger = logging.getLogger("nipype.workflow")
 #: Longest wait (s) of the MultiProc loop between two passes when no step ends.
 IDLE_WAKEUP_S = 1.0
 #: Nipype's own ``poll_sleep_duration`` (s), kept for the batch plugins.
@@ -188,12 +190,12 @@ def _run(command: list[str]) -> str:
     return done.stdout
 
 
-def slurm_job_report(taskid: int, node_dir: str | None) -> tuple[list[str], str]:
+def slurm_job_report(taskid: int, batch_dir: str | None) -> tuple[list[str], str]:
     """(details, one-line summary) of SLURM job ``taskid`` that left no result file.
 
     From ``scontrol show job`` (kept by slurmctld for ``MinJobAge`` after the
     end; ``sacct`` needs accounting) and the last lines of the job's
-    ``slurm-<id>.out`` in the node's batch directory.
+    ``slurm-<id>.out`` in the workflow's batch directory.
     """
     fields = dict(re.findall(r"(\w+)=(\S*)", _run(["scontrol", "-o", "show", "job", str(taskid)])))
     details = [
@@ -202,8 +204,8 @@ def slurm_job_report(taskid: int, node_dir: str | None) -> tuple[list[str], str]
         if key in fields
     ]
     output = []
-    if node_dir is not None:
-        out_file = Path(node_dir).parent / "batch" / f"slurm-{taskid}.out"
+    if batch_dir is not None:
+        out_file = Path(batch_dir) / f"slurm-{taskid}.out"
         try:
             output = out_file.read_text(errors="replace").splitlines()[-20:]
         except OSError:
@@ -213,22 +215,22 @@ def slurm_job_report(taskid: int, node_dir: str | None) -> tuple[list[str], str]
     summary = f"SLURM job {taskid} {state}"
     if fields.get("Reason") not in (None, "None"):
         summary += f" ({fields['Reason']})"
-    if said:
-        summary += f": {said[-1]}"
+    if said:  # e.g. "slurmstepd-n1: error: *** JOB 13 ON n1 CANCELLED ... DUE TO TIME LIMIT ***"
+        summary += ": " + re.sub(r"^slurmstepd\S*: (error: )?", "", said[-1])
     lines = ["The scheduler reports:", *details]
     if output:
         lines += [f"Last lines of slurm-{taskid}.out:", *output]
-    return lines, summary + " before the step wrote its result"
+    return lines, summary + "; the step wrote no result"
 
 
-def _fix_lost_job(result, taskid, node_dir, report):
+def _fix_lost_job(result, taskid, batch_dir, report):
     """Nipype's traceback (a str) of a job without result -> a list of lines with ``report``."""
     if not result or result.get("result") is not None:
         return result
     traceback = result.get("traceback")
     if not isinstance(traceback, str):
         return result
-    details, summary = report(taskid, node_dir)
+    details, summary = report(taskid, batch_dir)
     text = "\n".join([traceback.rstrip(), "", *details, "", f"SchedulerError: {summary}"])
     return {**result, "traceback": [line + "\n" for line in text.splitlines()]}
 
@@ -239,16 +241,33 @@ def batch_plugin(name: str, plugin_args: dict):
     report = slurm_job_report if name == "SLURM" else _no_report
 
     class BatchPlugin(base):
+        def __init__(self, plugin_args=None):
+            super().__init__(plugin_args=plugin_args)
+            self._jobs = {}  # taskid -> (node's full name, batch directory)
+
+        def _submit_batchtask(self, scriptfile, node):
+            taskid = super()._submit_batchtask(scriptfile, node)
+            self._jobs[taskid] = (node.fullname, os.path.dirname(scriptfile))
+            return taskid
+
         def _get_result(self, taskid):
-            node_dir = self._pending.get(taskid)
-            return _fix_lost_job(super()._get_result(taskid), taskid, node_dir, report)
+            name, batch_dir = self._jobs.get(taskid, (None, None))
+            result = _fix_lost_job(super()._get_result(taskid), taskid, batch_dir, report)
+            if result and name:  # the step ran in its job: say so here, as MultiProc's workers do
+                if result.get("traceback"):
+                    workflow_logger.error('[Node] Error on "%s"', name)
+                else:
+                    runtime = getattr(result["result"], "runtime", None)
+                    duration = getattr(runtime, "duration", None) or 0.0
+                    workflow_logger.info('[Node] Finished "%s", elapsed time %ss.', name, duration)
+            return result
 
     BatchPlugin.__name__ = base.__name__  # the name Nipype logs
     ensure_logname()
     return BatchPlugin(plugin_args=dict(plugin_args))
 
 
-def _no_report(taskid, node_dir):
+def _no_report(taskid, batch_dir):
     return [], f"job {taskid} ended"
 
 
