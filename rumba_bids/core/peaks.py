@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .defaults import DEFAULT_MIN_SEPARATION_ANGLE, DEFAULT_NPEAKS, DEFAULT_PEAK_THRESHOLD
 from .gradients import voxel_to_world
 from .sphere import Sphere, as_sphere
 
@@ -354,9 +355,9 @@ def extract_peaks(
     sphere=None,
     *,
     mask=None,
-    relative_peak_threshold: float = 0.5,
-    min_separation_angle: float = 25,
-    npeaks: int = 5,
+    relative_peak_threshold: float = DEFAULT_PEAK_THRESHOLD,
+    min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE,
+    npeaks: int = DEFAULT_NPEAKS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PeaksResult:
     """Peaks and GFA of many ODFs, vectorised over voxels.
