@@ -21,7 +21,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from .errors import UsageError
+from ..core.memory import InsufficientMemoryError
 
 logger = logging.getLogger("rumba_bids.cli")
 
@@ -33,10 +33,6 @@ _STEPS = {
     "fit": "the RUMBA-SD fit",
     "fod": "the SH projection and peak extraction",
 }
-
-
-class InsufficientMemoryError(UsageError):
-    """A run needs more memory than ``--mem`` (or the machine) allows (exit 64)."""
 
 
 def format_gb(value: float) -> str:
