@@ -1,4 +1,4 @@
-"""CPU used by the app's main process while the steps run (the orchestrator), and the 1 -> 2 core run.
+"""Main-process CPU while the steps run (the orchestrator), and the 1 -> 2 core run.
 
     python benchmarks/orchestrator.py [--shape 72 72 48] [--n-iter 150] [--nprocs 1 2] [--keep DIR]
 
@@ -32,14 +32,14 @@ def _cpu(who) -> float:
 
 def measure(bids: Path, out: Path, nprocs: int, n_iter: int) -> dict:
     """Run the app once (in a child process, so that RUSAGE_CHILDREN is its own)."""
-    code = f"""
+    code = """
 import json, resource, sys, time
 import rumba_bids.cli.run as run
 try:
     import rumba_bids.cli.plugins as plugins
 except ImportError:
     plugins = None
-seen = {{}}
+seen = {}
 original = run.execute
 def execute(workflow, settings, dwi_runs):
     if plugins is not None:
@@ -50,7 +50,8 @@ def execute(workflow, settings, dwi_runs):
             return plugin
         plugins.make_plugin = make_plugin
     cpu = lambda who: sum(resource.getrusage(who)[:2])
-    start = time.perf_counter(); main0 = cpu(resource.RUSAGE_SELF); kids0 = cpu(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    main0, kids0 = cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     try:
         return original(workflow, settings, dwi_runs)
     finally:

@@ -91,7 +91,7 @@ def test_negative_control_nipype_loop_polls(tmp_path):
     workflow.config["execution"] = {"poll_sleep_duration": 0.05}
     plugin = Counting(plugin_args={"n_procs": 2, "memory_gb": 1.0})
     _, wall, _, _ = _run(workflow, plugin)
-    assert Counting.stock_passes > 10 * wall / 3  # ~20 per second; ours: one per step
+    assert Counting.stock_passes >= 6  # ~10-20 per second (fewer under load); ours: <= 2
 
 
 def test_batch_plugins_keep_nipypes_poll_interval(tmp_path):
