@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         suffix = f" (see {PROG} -h)" if isinstance(error, UsageError) else ""
         print(error.one_line(PROG) + suffix, file=sys.stderr)
         return int(error.exit_code)
-    limit_blas_threads(settings.omp_nthreads)
+    limit_blas_threads(settings.omp_nthreads or 1)
 
     from .logs import setup_logging
     from .resources import Interrupted, stop_on_signals, stop_workers
@@ -159,6 +159,7 @@ def run_participant(settings, *, console_filter=None) -> int:
         collected = [run.with_mask(settings.mask_file) for run in collected]
     valid, rejected = preflight(collected)
     valid, rejected = check_resources(settings, valid, rejected)
+    settings = share_threads(settings, n_runs=len(valid))
     labels = [run.label for run in valid]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
@@ -285,6 +286,29 @@ def check_resources(settings, valid, rejected):
     return fitting, rejected
 
 
+def share_threads(settings, *, n_runs: int):
+    """``settings`` with ``omp_nthreads`` decided: ``--nprocs`` divided among ``n_runs``.
+
+    ``--omp-nthreads`` wins when given.  BLAS/OpenMP limits of this process
+    (and of the processes it starts) follow the result.
+    """
+    import dataclasses
+
+    from .machine import threads_per_run
+
+    if settings.omp_nthreads is not None:
+        return settings
+    threads = threads_per_run(settings.nprocs, n_runs)
+    logger.info(
+        "%d CPU(s) for %d run(s): %d thread(s) per step (--omp-nthreads overrides)",
+        settings.nprocs,
+        n_runs,
+        threads,
+    )
+    limit_blas_threads(threads)
+    return dataclasses.replace(settings, omp_nthreads=threads)
+
+
 def _validate(settings, collected, rejected) -> None:
     from .validation import find_validator, validate
 
@@ -361,7 +385,6 @@ def build_workflow(settings, dwi_runs, gm_by_run):
     nipype_config.set("execution", "stop_on_first_crash", str(settings.stop_on_first_crash))
     nipype_config.set("execution", "hash_method", "timestamp")
     nipype_config.set("execution", "create_report", "false")
-    nipype_config.set("execution", "poll_sleep_duration", "0.05")
     nipype_config.set("execution", "check_version", "false")
     if settings.resource_monitor:
         try:
@@ -370,6 +393,8 @@ def build_workflow(settings, dwi_runs, gm_by_run):
             logger.warning("--resource-monitor needs psutil (pip install psutil); not enabled")
         else:
             nipype_config.enable_resource_monitor()
+    if settings.omp_nthreads is None:
+        settings = share_threads(settings, n_runs=len(dwi_runs))
     workflow = init_rumba_bids_wf(
         runs=dwi_runs,
         output_dir=settings.output_dir,
@@ -404,14 +429,13 @@ def execute(workflow, settings, dwi_runs) -> list[str]:
         dict(settings.plugin_args),
         settings.work_dir,
     )
-    from .resources import multiproc_plugin, raise_if_interrupted, stop_if_interrupted
+    from .plugins import make_plugin
+    from .resources import raise_if_interrupted, stop_if_interrupted
 
     plugin_args = {**settings.plugin_args, "status_callback": stop_if_interrupted}
     try:
-        if settings.plugin == "MultiProc":
-            workflow.run(plugin=multiproc_plugin(plugin_args))
-        else:
-            workflow.run(plugin=settings.plugin, plugin_args=plugin_args)
+        plugin = make_plugin(settings.plugin, plugin_args, workflow)
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as error:
         raise_if_interrupted()
         if "Workflow did not execute cleanly" not in str(error) and not _crash_files(settings):

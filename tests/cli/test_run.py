@@ -5,6 +5,7 @@ The demo dataset has 2 subjects: sub-01 with 2 single-shell sessions (RAS+ affin
 sub-02 multi-shell without sessions (LAS affine).  Fits use few iterations.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -402,4 +403,14 @@ def test_execution_settings_reach_the_graph(demo_template, tmp_path):
     assert workflow.config["execution"]["stop_on_first_crash"] is True
     fit = workflow.get_node("sub_02_wf.rumba_wf.fit_rumba")
     assert fit.inputs.n_iter == 7 and fit.inputs.csf_response is None
-    assert fit.n_procs == settings.omp_nthreads
+    assert fit.n_procs == settings.nprocs  # a single run gets every CPU
+    two = [
+        run,
+        DwiRun(stem + ".nii.gz", stem + ".bval", stem + ".bvec", label="sub-02_run-2", n_shells=3),
+    ]
+    shared = build_workflow(
+        dataclasses.replace(settings, nprocs=4), two, {"sub-02": True, "sub-02_run-2": True}
+    )
+    assert shared.get_node("sub_02_wf.rumba_wf.fit_rumba").n_procs == 2  # 4 CPUs, 2 runs
+    given = build_workflow(dataclasses.replace(settings, omp_nthreads=1), [run], {"sub-02": True})
+    assert given.get_node("sub_02_wf.rumba_wf.fit_rumba").n_procs == 1  # --omp-nthreads wins
