@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -77,12 +78,14 @@ def load_response_estimate(path) -> ResponseEstimate:
     )
 
 
-def check_response_file(path, data_shells) -> ResponseEstimate:
+def check_response_file(path, data_shells, *, data=None) -> ResponseEstimate:
     """The response in ``path``, refused when it does not apply to data with ``data_shells``.
 
     Called by the command line's pre-flight check (before anything runs) and
     by :class:`EstimateResponse` (method ``'file'``), so both accept the same
     files; see :func:`rumba_bids.core.response.response_shells_problem`.
+
+    ``data`` (the DWI file, optional) is named at the end of the message.
 
     Raises
     ------
@@ -92,7 +95,8 @@ def check_response_file(path, data_shells) -> ResponseEstimate:
     estimate = load_response_estimate(path)
     problem = response_shells_problem(estimate, data_shells)
     if problem is not None:
-        raise InputDataError(path, problem)
+        where = "" if data is None else f" (data: {os.path.basename(data)})"
+        raise InputDataError(path, problem + where)
     return estimate
 
 
