@@ -83,9 +83,11 @@ class Settings:
     session_label: tuple[str, ...] = ()
     bids_filters: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     skip_bids_validation: bool = False
+    input_type: str | None = None
     mask_file: Path | None = None
     nprocs: int = 1
-    omp_nthreads: int = 1
+    #: Threads of one step; None until the runs are known (then ``nprocs`` shared among them).
+    omp_nthreads: int | None = None
     mem_gb: float | None = None
     plugin: str = "MultiProc"
     plugin_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))

@@ -42,6 +42,7 @@ from .files import (
 )
 from .gradients import load_gradient_table
 from .response import read_response
+from .validation import read_scaling
 
 logger = logging.getLogger("nipype.interface")
 
@@ -181,22 +182,6 @@ def values_itemsize(image) -> int:
     if slope != 1.0 or inter != 0.0:
         return 8
     return np.dtype(image.get_data_dtype()).itemsize
-
-
-def read_scaling(image) -> tuple[float, float]:
-    """(slope, intercept) nibabel applies when reading ``image`` (1, 0: none).
-
-    A loaded image keeps them in its data proxy, its header's ``scl_*`` fields
-    being reset.
-    """
-    proxy = image.dataobj
-    slope = getattr(proxy, "slope", None)
-    inter = getattr(proxy, "inter", None)
-    if slope is None:
-        slope, inter = image.header.get_slope_inter()
-    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-    return slope, inter
 
 
 def memory_model(

@@ -38,7 +38,13 @@ MAP_PARAMS = {
     "f_iso": "fiso",
     "snr": "snr",
 }
-_ENTITY_KEYS = (("ses", "session"), ("acq", "acquisition"), ("dir", "direction"), ("run", "run"))
+_ENTITY_KEYS = (
+    ("ses", "session"),
+    ("acq", "acquisition"),
+    ("rec", "reconstruction"),
+    ("dir", "direction"),
+    ("run", "run"),
+)
 DEFAULT_B0_THRESHOLD = 50.0
 
 

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import GradientTable
 from rumba_bids.core.head_phantom import make_head_phantom
@@ -28,10 +29,10 @@ from rumba_bids.core.response import (
 from rumba_bids.core.sphere import get_sphere
 from rumba_bids.core.tensor import fractional_anisotropy
 
-csdeconv = pytest.importorskip("dipy.reconst.csdeconv")
-dipy_data = pytest.importorskip("dipy.data")
-dipy_gradients = pytest.importorskip("dipy.core.gradients")
-dti = pytest.importorskip("dipy.reconst.dti")
+csdeconv = LazyModule("dipy.reconst.csdeconv")
+dipy_data = LazyModule("dipy.data")
+dipy_gradients = LazyModule("dipy.core.gradients")
+dti = LazyModule("dipy.reconst.dti")
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
@@ -331,6 +332,7 @@ def test_from_dict_minimal_and_invalid():
 
 def test_recursive_on_dipy_small_64d_with_the_tutorials_arguments():
     """DIPY's tutorial call on DIPY's real scan: DIPY returns a response, so do we."""
+    pytest.importorskip("dipy", reason="compares with DIPY on its data (pip install -e .[test])")
     import nibabel as nib
     from dipy.io.gradients import read_bvals_bvecs
     from dipy.segment.mask import median_otsu as dipy_median_otsu

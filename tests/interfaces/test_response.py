@@ -177,7 +177,9 @@ def test_file_method_reads_json_and_text(synthetic_dwi, tmp_path):
 
 def test_bad_response_files_are_named(tmp_path):
     missing = str(tmp_path / "absent.json")
-    with pytest.raises(InputMissingError, match=re.escape(f"{missing}: response file not found")):
+    with pytest.raises(
+        InputMissingError, match=re.escape(f"{missing}: response file does not exist")
+    ):
         _estimate(tmp_path, method="file", in_file=missing)
     broken = tmp_path / "broken.json"
     broken.write_text('{"Eigenvalues": [0.0017, 0.0002')
