@@ -404,9 +404,10 @@ def test_execution_settings_reach_the_graph(demo_template, tmp_path):
     fit = workflow.get_node("sub_02_wf.rumba_wf.fit_rumba")
     assert fit.inputs.n_iter == 7 and fit.inputs.csf_response is None
     assert fit.n_procs == settings.nprocs  # a single run gets every CPU
+    second = (("subject", "02"), ("run", "2"))
     two = [
         run,
-        DwiRun(stem + ".nii.gz", stem + ".bval", stem + ".bvec", label="sub-02_run-2", n_shells=3),
+        DwiRun(f"{stem}.nii.gz", f"{stem}.bval", f"{stem}.bvec", second),
     ]
     shared = build_workflow(
         dataclasses.replace(settings, nprocs=4), two, {"sub-02": True, "sub-02_run-2": True}
