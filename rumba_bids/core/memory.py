@@ -75,9 +75,12 @@ def _rebuild_error(message, path):
     return InsufficientMemoryError(message, path=path)
 
 
-def fit_bytes(model, n_voxels: int, *, grid_shape=None, data_itemsize=None) -> int:
+def fit_bytes(
+    model, n_voxels: int, *, grid_shape=None, data_itemsize=None, extra_output_bytes=0
+) -> int:
     """Peak bytes of one ``model.fit(data, mask)`` on top of ``data`` (see
-    :meth:`RumbaSDModel.fit_memory`, which calls this)."""
+    :meth:`RumbaSDModel.fit_memory`, which calls this); ``extra_output_bytes`` are
+    held by the caller while it writes the outputs (e.g. a scaled fODF copy)."""
     n_vox = int(n_voxels)
     grid = n_vox if grid_shape is None else int(np.prod(grid_shape))
     item = model.dtype.itemsize
@@ -104,7 +107,7 @@ def fit_bytes(model, n_voxels: int, *, grid_shape=None, data_itemsize=None) -> i
         unfold = n_vox * ((2 * n_cols - 2 + n_comp + 4) * item + 24)
     else:
         unfold = n_vox * ((n_comp + 4) * item + 24)
-    outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item
+    outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item + extra_output_bytes
     # 3 % for what the phases leave out (views, ufunc buffers, small temporaries)
     return int(1.03 * (fixed + max(checks, normalise, iterate, unfold, outputs)))
 
@@ -202,7 +205,9 @@ def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxel
         block_total = block_bytes(model, block, data_itemsize=4, extra_per_voxel=per_voxel)
         return int(fixed + n_voxels * 9 + block_total)
     loaded = grid * n_volumes * model.dtype.itemsize
-    return int(fixed + loaded + fit_bytes(model, n_voxels, grid_shape=shape[:3]))
+    scaled_fod = grid * len(model.sphere) * 4  # the fODF scaled to its output units, written
+    fit = fit_bytes(model, n_voxels, grid_shape=shape[:3], extra_output_bytes=scaled_fod)
+    return int(fixed + loaded + fit)
 
 
 def choose_block_voxels(model, shape, *, max_bytes, values_itemsize=2, n_voxels=None) -> int:

@@ -210,8 +210,9 @@ def test_estimate_holds_for_real_fit_processes(tmp_path, fit, use_tv):
     """Peak RSS (VmHWM; ``ru_maxrss`` would count the forking parent) of real fit
     processes on an int16 NIfTI series, which nibabel loads in Fortran order, with a
     brain-like mask of 38 % of the grid, against :func:`process_bytes`: never above the
-    estimate; the estimate at most 35 % above it for the global and TV fits (measured
-    1.2-1.3x) and 50 % for the voxel-wise one (measured 1.46x: the pages of the
+    estimate; the estimate at most 45 % above it for the global and TV fits (measured
+    1.39x for the global fit, whose scaled fODF copy at output is counted on top of the
+    outputs) and 50 % for the voxel-wise one (measured 1.46x: the pages of the
     memory-mapped fODF file are counted for a mask density of 0.5, MASK_DENSITY)."""
     rng = np.random.default_rng(3)
     gtab = make_acquisition(n_b0=6, n_dirs=60, bvals=(2000.0,))
@@ -231,7 +232,7 @@ def test_estimate_holds_for_real_fit_processes(tmp_path, fit, use_tv):
         [sys.executable, "-c", FIT_RSS, *argv], capture_output=True, text=True, check=True
     )
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
-    upper = 1.5 if fit == "voxelwise" else 1.35
+    upper = 1.5 if fit == "voxelwise" else 1.45
     assert measured["peak"] <= measured["estimate"] <= upper * measured["peak"], measured
 
 
