@@ -55,6 +55,7 @@ class ModelOptions:
     npeaks: int = DEFAULT_NPEAKS
     peak_threshold: float = DEFAULT_PEAK_THRESHOLD
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
+    peak_refine: bool = True
     write_amplitudes: bool = False
 
     def gm_enabled(self, n_shells: int) -> bool:

@@ -266,6 +266,7 @@ def init_rumba_wf(
     npeaks=PEAK_DEFAULTS["npeaks"],
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
+    refine_peaks=PEAK_DEFAULTS["refine"],
     reference="xyz",
     b0_threshold=DEFAULT_B0_THRESHOLD,
     omp_nthreads=1,
@@ -320,6 +321,9 @@ def init_rumba_wf(
     npeaks, relative_peak_threshold, min_separation_angle
         Peak extraction (at most ``npeaks`` maxima above the given fraction of
         the largest, at least ``min_separation_angle`` degrees apart).
+    refine_peaks : bool
+        Peak directions between the sphere's vertices, with the fODF amplitude
+        there (:func:`rumba_bids.core.peaks.extract_peaks`); False: vertices.
     reference : {'ijk', 'xyz'}
         Frame of the SH and peak directions: voxel axes (recorded as
         ``Reference: ijk``) or world axes of the affine (as MRtrix3 reads them).
@@ -432,6 +436,7 @@ def init_rumba_wf(
             npeaks=npeaks,
             relative_peak_threshold=relative_peak_threshold,
             min_separation_angle=min_separation_angle,
+            refine=bool(refine_peaks),
             reference=reference,
         ),
         name="extract_peaks",
