@@ -22,6 +22,7 @@ from .errors import (
     RumbaBidsError,
     UsageError,
 )
+from .settings import GM_MIN_SHELLS
 
 PROG = "rumba-bids"
 logger = logging.getLogger("rumba_bids.cli")
@@ -336,10 +337,11 @@ def _dwi_runs(settings, valid, *, derivative: bool):
         gm_by_run[run.label] = gm
         if settings.model.use_gm is None:
             logger.info(
-                "%s: GM compartment %s (%d non-zero shell(s); on from 3)",
+                "%s: GM compartment %s (%d non-zero shell(s); on from %d)",
                 run.label,
                 "on" if gm else "off",
                 facts.n_shells,
+                GM_MIN_SHELLS,
             )
         runs.append(dwi_run)
     return runs, gm_by_run

@@ -13,19 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-#: Defaults of the model options (the command line's defaults).
-DEFAULT_N_ITER = 600
-DEFAULT_SPHERE = "repulsion724"
-DEFAULT_SH_ORDER = 8
-DEFAULT_SH_BASIS = "mrtrix3"
-DEFAULT_NPEAKS = 5
-DEFAULT_PEAK_THRESHOLD = 0.5
-DEFAULT_MIN_SEPARATION_ANGLE = 25.0
-DEFAULT_WM_RESPONSE = (1.7e-3, 0.2e-3, 0.2e-3)
-DEFAULT_GM_RESPONSE = 0.8e-3
-DEFAULT_CSF_RESPONSE = 3.0e-3
-#: The GM compartment is switched on automatically from this many non-zero shells.
-GM_MIN_SHELLS = 3
+from ..core.defaults import (
+    DEFAULT_CSF_RESPONSE,
+    DEFAULT_GM_RESPONSE,
+    DEFAULT_MIN_SEPARATION_ANGLE,
+    DEFAULT_N_COILS,
+    DEFAULT_N_ITER,
+    DEFAULT_NPEAKS,
+    DEFAULT_PEAK_REFINE,
+    DEFAULT_PEAK_THRESHOLD,
+    DEFAULT_R,
+    DEFAULT_RECON_TYPE,
+    DEFAULT_SH_BASIS,
+    DEFAULT_SH_ORDER,
+    DEFAULT_SPHERE,
+    DEFAULT_WM_RESPONSE,
+    GM_MIN_SHELLS,
+)
+
+# The defaults of the model options are core's (rumba_bids.core.defaults), re-exported
+# for the parser; importing them loads no numpy.
 
 
 @dataclass(frozen=True)
@@ -42,9 +49,9 @@ class ModelOptions:
     use_tv: bool = False
     n_iter: int = DEFAULT_N_ITER
     sphere: str = DEFAULT_SPHERE
-    recon_type: str = "smf"
-    n_coils: int = 1
-    acceleration_factor: int = 1
+    recon_type: str = DEFAULT_RECON_TYPE
+    n_coils: int = DEFAULT_N_COILS
+    acceleration_factor: int = DEFAULT_R
     wm_response: tuple[float, float, float] = DEFAULT_WM_RESPONSE
     use_gm: bool | None = None
     gm_response: float = DEFAULT_GM_RESPONSE
@@ -55,7 +62,7 @@ class ModelOptions:
     npeaks: int = DEFAULT_NPEAKS
     peak_threshold: float = DEFAULT_PEAK_THRESHOLD
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
-    peak_refine: bool = True
+    peak_refine: bool = DEFAULT_PEAK_REFINE
     write_amplitudes: bool = False
 
     def gm_enabled(self, n_shells: int) -> bool:

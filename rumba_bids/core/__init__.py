@@ -1,81 +1,65 @@
 """Numerical core of rumba-bids: arrays in, arrays out (numpy and scipy only).
 
-Never imports nipype, nibabel or bids (a test checks this).
+Never imports nipype, nibabel or bids (a test checks this).  The names below
+load their module on first use, so ``rumba_bids.core.defaults`` (plain Python)
+can be read without loading numpy, e.g. by the command line.
 """
 
-from .csd import CsdFit, CsdModel
-from .gradients import GradientTable, bvecs_fsl_to_voxel, voxel_to_world, world_to_voxel
-from .kernel import AxisymmetricResponse, rumba_kernel
-from .masking import median_otsu
-from .peaks import (
-    PeaksResult,
-    extract_peaks,
-    gfa,
-    mrtrix_to_peaks,
-    peak_directions,
-    peaks_to_mrtrix,
-)
-from .response import (
-    ResponseEstimate,
-    default_response,
-    fa_roi_response,
-    recursive_response,
-)
-from .rumba import RumbaFit, RumbaSDModel
-from .shm import (
-    laplace_beltrami_eigenvalues,
-    n_sh_coefficients,
-    real_sh_basis,
-    sf_to_sh,
-    sh_degree_order,
-    sh_fit_matrix,
-    sh_order_from_n_coefficients,
-    sh_to_sf,
-    sh_zonal_indices,
-    zonal_to_rotational,
-    zonal_to_sh,
-)
-from .sphere import Sphere, as_sphere, get_sphere
-from .tensor import TensorFit, fit_tensor, fractional_anisotropy, mean_diffusivity
+from importlib import import_module
 
-__all__ = [
-    "AxisymmetricResponse",
-    "CsdFit",
-    "CsdModel",
-    "GradientTable",
-    "PeaksResult",
-    "ResponseEstimate",
-    "RumbaFit",
-    "RumbaSDModel",
-    "Sphere",
-    "TensorFit",
-    "as_sphere",
-    "bvecs_fsl_to_voxel",
-    "default_response",
-    "extract_peaks",
-    "fa_roi_response",
-    "fit_tensor",
-    "fractional_anisotropy",
-    "get_sphere",
-    "gfa",
-    "laplace_beltrami_eigenvalues",
-    "mean_diffusivity",
-    "median_otsu",
-    "mrtrix_to_peaks",
-    "n_sh_coefficients",
-    "peak_directions",
-    "peaks_to_mrtrix",
-    "real_sh_basis",
-    "recursive_response",
-    "rumba_kernel",
-    "sf_to_sh",
-    "sh_degree_order",
-    "sh_fit_matrix",
-    "sh_order_from_n_coefficients",
-    "sh_to_sf",
-    "sh_zonal_indices",
-    "voxel_to_world",
-    "world_to_voxel",
-    "zonal_to_rotational",
-    "zonal_to_sh",
-]
+#: Public name -> submodule defining it.
+_EXPORTS = {
+    "as_sphere": "sphere",
+    "AxisymmetricResponse": "kernel",
+    "bvecs_fsl_to_voxel": "gradients",
+    "CsdFit": "csd",
+    "CsdModel": "csd",
+    "default_response": "response",
+    "extract_peaks": "peaks",
+    "fa_roi_response": "response",
+    "fit_tensor": "tensor",
+    "fractional_anisotropy": "tensor",
+    "get_sphere": "sphere",
+    "gfa": "peaks",
+    "GradientTable": "gradients",
+    "laplace_beltrami_eigenvalues": "shm",
+    "mean_diffusivity": "tensor",
+    "median_otsu": "masking",
+    "mrtrix_to_peaks": "peaks",
+    "n_sh_coefficients": "shm",
+    "peak_directions": "peaks",
+    "peaks_to_mrtrix": "peaks",
+    "PeaksResult": "peaks",
+    "real_sh_basis": "shm",
+    "recursive_response": "response",
+    "ResponseEstimate": "response",
+    "rumba_kernel": "kernel",
+    "RumbaFit": "rumba",
+    "RumbaSDModel": "rumba",
+    "sf_to_sh": "shm",
+    "sh_degree_order": "shm",
+    "sh_fit_matrix": "shm",
+    "sh_order_from_n_coefficients": "shm",
+    "sh_to_sf": "shm",
+    "sh_zonal_indices": "shm",
+    "Sphere": "sphere",
+    "TensorFit": "tensor",
+    "voxel_to_world": "gradients",
+    "world_to_voxel": "gradients",
+    "zonal_to_rotational": "shm",
+    "zonal_to_sh": "shm",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -27,7 +27,8 @@ class GradientTable:
         b-values in s/mm^2.
     bvecs : array_like, shape (N, 3) or (3, N)
         Gradient directions; unit vectors (within 5 %) for diffusion-weighted
-        volumes, unit or zero vectors for b0 volumes.
+        volumes; unit, zero or NaN vectors for b0 volumes (b0 rows are zeroed,
+        as FSL/DIPY files often hold NaN there).
     b0_threshold : float
         Volumes with ``bval <= b0_threshold`` are b0 volumes.
     shell_tolerance : float
@@ -71,8 +72,8 @@ class GradientTable:
             )
         if len(bvals) == 0:
             raise ValueError("the gradient table is empty")
-        if not (np.all(np.isfinite(bvals)) and np.all(np.isfinite(bvecs))):
-            raise ValueError("b-values and b-vectors must be finite (found NaN or inf)")
+        if not np.all(np.isfinite(bvals)):
+            raise ValueError("b-values must be finite (found NaN or inf)")
         if np.any(bvals < 0):
             raise ValueError(f"negative b-values: {bvals[bvals < 0].tolist()}")
         if bvals.max() > MAX_PLAUSIBLE_BVALUE:
@@ -86,8 +87,17 @@ class GradientTable:
             raise ValueError(
                 f"no b0 volume (b-value <= {self.b0_threshold:g}): RUMBA-SD normalises by b0"
             )
-        norms = np.linalg.norm(bvecs, axis=1)
         dwi = ~self.b0s_mask
+        finite = np.isfinite(bvecs).all(axis=1)
+        if not finite[dwi].all():
+            first = int(np.flatnonzero(dwi & ~finite)[0])
+            raise ValueError(
+                f"{int((dwi & ~finite).sum())} diffusion-weighted b-vectors are not finite "
+                f"(NaN or inf; first: volume {first}, b={bvals[first]:g})"
+            )
+        # b0 rows carry no direction: NaN there (FSL, DIPY's small_64D.bvec) means zero
+        bvecs = np.where(finite[:, None], bvecs, 0.0)
+        norms = np.linalg.norm(bvecs, axis=1)
         bad = dwi & (np.abs(norms - 1) > _UNIT_TOLERANCE)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
@@ -148,6 +158,44 @@ class GradientTable:
             b0_threshold=self.b0_threshold,
             shell_tolerance=self.shell_tolerance,
         )
+
+
+def as_gradient_table(gtab) -> GradientTable:
+    """A :class:`GradientTable` from ours or from any object with ``bvals``,
+    ``bvecs`` and ``b0s_mask`` (e.g. a DIPY ``GradientTable``).
+
+    The object's ``b0_threshold`` is kept when it has one; its ``b0s_mask``
+    must then agree with ``bvals <= b0_threshold``.
+
+    Raises
+    ------
+    TypeError
+        ``gtab`` has no ``bvals``/``bvecs``.
+    ValueError
+        The table is invalid (see :class:`GradientTable`) or its ``b0s_mask``
+        does not follow its b-values.
+    """
+    if isinstance(gtab, GradientTable):
+        return gtab
+    if not (hasattr(gtab, "bvals") and hasattr(gtab, "bvecs")):
+        raise TypeError(
+            "gtab must be a gradient table: a rumba_bids.core.GradientTable or an object "
+            f"with bvals, bvecs and b0s_mask (e.g. DIPY's), got {type(gtab).__name__}"
+        )
+    threshold = getattr(gtab, "b0_threshold", None)
+    table = GradientTable(
+        gtab.bvals,
+        gtab.bvecs,
+        b0_threshold=DEFAULT_B0_THRESHOLD if threshold is None else float(threshold),
+    )
+    given = getattr(gtab, "b0s_mask", None)
+    if given is not None and not np.array_equal(np.asarray(given, dtype=bool), table.b0s_mask):
+        raise ValueError(
+            "the gradient table's b0s_mask does not match bvals <= b0_threshold "
+            f"({table.b0_threshold:g}): pass b-values and b-vectors to "
+            "rumba_bids.core.GradientTable with the b0_threshold you want"
+        )
+    return table
 
 
 def group_shells(bvals, *, b0s_mask, tolerance: float = DEFAULT_SHELL_TOLERANCE):

@@ -20,11 +20,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import eval_legendre
 
+from .defaults import (  # noqa: F401  (re-exported)
+    DEFAULT_CSF_RESPONSE,
+    DEFAULT_GM_RESPONSE,
+    DEFAULT_WM_RESPONSE,
+    GM_MIN_SHELLS,
+)
 from .gradients import GradientTable
-
-DEFAULT_WM_RESPONSE = (1.7e-3, 0.2e-3, 0.2e-3)
-DEFAULT_GM_RESPONSE = 0.8e-3
-DEFAULT_CSF_RESPONSE = 3.0e-3
 
 
 class AxisymmetricResponse:
@@ -73,6 +75,41 @@ class AxisymmetricResponse:
 
     def __repr__(self) -> str:
         return f"AxisymmetricResponse(sh_order={self.sh_order}, S0={self.S0:.4g})"
+
+
+def as_wm_response(wm_response):
+    """The white-matter response in a form :func:`rumba_kernel` takes.
+
+    An :class:`AxisymmetricResponse` and arrays pass through; a tuple or list
+    becomes a float array (as DIPY does); any object with ``S0`` and
+    ``dwi_response`` (DIPY's ``AxSymShResponse``: zonal coefficients of the
+    orthonormal ``Y_l^0``, ``l = 0, 2, 4, ...``) becomes an
+    :class:`AxisymmetricResponse`.
+
+    Raises
+    ------
+    ValueError
+        The object has non-zonal (``m != 0``) or odd-degree coefficients.
+    """
+    if isinstance(wm_response, AxisymmetricResponse):
+        return wm_response
+    if hasattr(wm_response, "dwi_response") and hasattr(wm_response, "S0"):
+        coefs = np.asarray(wm_response.dwi_response, dtype=np.float64).ravel()
+        m_values = getattr(wm_response, "m_values", None)
+        if m_values is not None and np.any(np.asarray(m_values) != 0):
+            raise ValueError("wm_response must be axially symmetric (all m_values zero)")
+        degrees = getattr(wm_response, "l_values", getattr(wm_response, "n_values", None))
+        if degrees is not None and not np.array_equal(
+            np.asarray(degrees), 2 * np.arange(len(coefs))
+        ):
+            raise ValueError(
+                f"wm_response degrees {np.asarray(degrees).tolist()} are not 0, 2, 4, ...: "
+                "only even zonal harmonics describe an axisymmetric response"
+            )
+        return AxisymmetricResponse(coefs, float(wm_response.S0))
+    if isinstance(wm_response, (tuple, list)):
+        return np.asarray(wm_response, dtype=np.float64)
+    return wm_response
 
 
 def perpendicular_axes(directions) -> tuple[np.ndarray, np.ndarray]:

@@ -52,6 +52,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .defaults import (
+    DEFAULT_MIN_SEPARATION_ANGLE,
+    DEFAULT_NPEAKS,
+    DEFAULT_PEAK_REFINE,
+    DEFAULT_PEAK_THRESHOLD,
+)
 from .gradients import voxel_to_world
 from .peak_refinement import keep_separated, refine_peaks, refinement_geometry
 from .sphere import Sphere, as_sphere
@@ -360,7 +366,7 @@ def peak_directions(
     relative_peak_threshold: float = 0.5,
     min_separation_angle: float = 25,
     npeaks: int | None = 5,
-    refine: bool = True,
+    refine: bool = DEFAULT_PEAK_REFINE,
 ):
     """Peaks of one ODF (see the module docstring for the rules).
 
@@ -417,10 +423,10 @@ def extract_peaks(
     sphere=None,
     *,
     mask=None,
-    relative_peak_threshold: float = 0.5,
-    min_separation_angle: float = 25,
-    npeaks: int = 5,
-    refine: bool = True,
+    relative_peak_threshold: float = DEFAULT_PEAK_THRESHOLD,
+    min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE,
+    npeaks: int = DEFAULT_NPEAKS,
+    refine: bool = DEFAULT_PEAK_REFINE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PeaksResult:
     """Peaks and GFA of many ODFs, vectorised over voxels.

@@ -21,16 +21,16 @@ be made, instead of letting NaNs reach the fit.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .csd import CsdModel, hemisphere
-from .gradients import GradientTable
+from .gradients import GradientTable, as_gradient_table
 from .kernel import DEFAULT_WM_RESPONSE, AxisymmetricResponse
 from .peaks import extract_peaks
 from .shm import n_sh_coefficients
-from .sphere import get_sphere
 from .tensor import fit_tensor
 
 METHODS = ("default", "fa", "recursive", "file")
@@ -60,6 +60,9 @@ class ResponseEstimate:
         Recursive method: iterations run.
     converged : bool or None
         Recursive method: whether the response met the convergence criterion.
+    max_change : float or None
+        Recursive method: largest relative change of a zonal coefficient in
+        the last iteration (converged when below ``convergence``).
     zonal_coefs : ndarray, shape (K,) or None
         Recursive method: zonal SH coefficients (orthonormal ``Y_{2k}^0``) of
         the response signal aligned with z, in the data's signal unit.
@@ -77,6 +80,7 @@ class ResponseEstimate:
     converged: bool | None = None
     zonal_coefs: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
+    max_change: float | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -120,6 +124,8 @@ class ResponseEstimate:
         if self.n_iterations is not None:
             out["NIterations"] = int(self.n_iterations)
             out["Converged"] = bool(self.converged)
+            if self.max_change is not None:
+                out["MaxRelativeChange"] = float(self.max_change)
         if self.zonal_coefs is not None:
             out["ZonalCoefficients"] = self.zonal_coefs.tolist()
         if self.parameters:
@@ -157,6 +163,7 @@ class ResponseEstimate:
             converged=description.get("Converged"),
             zonal_coefs=None if kind == "eigen" else np.asarray(zonal, dtype=np.float64),
             parameters=dict(description.get("Parameters", {})),
+            max_change=description.get("MaxRelativeChange"),
         )
 
 
@@ -429,8 +436,12 @@ def recursive_response(
     convergence: float = 0.001,
     sphere="repulsion724",
     reg_sphere="symmetric362",
-    require_convergence: bool = True,
+    require_convergence: bool = False,
     n_threads: int | None = None,
+    sh_order_max: int | None = None,
+    iter: int | None = None,  # noqa: A002 (DIPY's name)
+    parallel: bool | None = None,
+    num_processes: int | None = None,
 ) -> ResponseEstimate:
     """Recursive calibration of the response function (Tax et al. 2014).
 
@@ -438,7 +449,20 @@ def recursive_response(
     iteration runs CSD on the current voxels, keeps those whose second fODF
     peak is below ``peak_thr`` times the first, and sets the response to the
     mean of their zonal SH fits, each aligned with its voxel's peak.  It stops
-    when no zonal coefficient changes by more than ``convergence`` (relative).
+    when no zonal coefficient changes by more than ``convergence`` (relative),
+    or after ``n_iter`` iterations: then, as DIPY does, it returns the last
+    estimate, with a ``UserWarning`` and ``converged=False`` (and the last
+    change in ``max_change``) in the result.
+
+    DIPY's ``recursive_response`` arguments are accepted under DIPY's names:
+    ``sh_order_max`` is ``sh_order``, ``iter`` is ``n_iter``, and
+    ``parallel``/``num_processes`` set ``n_threads`` (``parallel=False``: one
+    thread; ``parallel=True``: ``num_processes`` threads, None for all).
+    ``peak_thr``, ``init_fa``, ``init_trace``, ``convergence``, ``mask`` and
+    ``sphere`` have DIPY's names and meaning.  With DIPY's spheres
+    (``sphere=dipy.data.default_sphere``, ``reg_sphere=dipy.data.small_sphere``)
+    the result is DIPY's to round-off; it returns a :class:`ResponseEstimate`
+    where DIPY returns an ``AxSymShResponse`` (see :attr:`ResponseEstimate.wm_response`).
 
     Parameters
     ----------
@@ -463,9 +487,13 @@ def recursive_response(
         Directions of the CSD non-negativity constraint.
     require_convergence : bool
         Raise if the response has not converged after ``n_iter`` iterations;
-        with False, the last estimate is returned with ``converged=False``.
+        by default the last estimate is returned with a warning and
+        ``converged=False``.
     n_threads : int, optional
         Threads of the CSD (see :func:`rumba_bids.core.csd.deconvolve`).
+    sh_order_max, iter, parallel, num_processes
+        DIPY's names, see above; giving both names of one setting with
+        different values is an error.
 
     Returns
     -------
@@ -474,6 +502,12 @@ def recursive_response(
         used by :attr:`ResponseEstimate.wm_response`), plus the mean tensor
         eigenvalues of the final voxels, their number, and ``n_iterations``.
     """
+    sh_order = _dipy_alias("sh_order", sh_order, "sh_order_max", sh_order_max, default=8)
+    n_iter = _dipy_alias("n_iter", n_iter, "iter", iter, default=8)
+    if parallel is not None or num_processes is not None:
+        threads = (num_processes if parallel or parallel is None else 1) or None
+        n_threads = _dipy_alias("n_threads", n_threads, "parallel/num_processes", threads)
+    gtab = as_gradient_table(gtab)
     data = np.asarray(data)
     if data.shape[-1:] != (len(gtab),):
         raise ValueError(f"data must have {len(gtab)} volumes on its last axis, got {data.shape}")
@@ -503,7 +537,7 @@ def recursive_response(
         raise ValueError("the mask holds no voxel: give a mask of the white matter or the brain")
     if not np.all(np.isfinite(voxels)):
         raise ValueError("the data contain NaN or inf in the voxels used for the response")
-    peak_sphere = hemisphere(get_sphere(sphere) if isinstance(sphere, str) else sphere)
+    peak_sphere = hemisphere(sphere)
     response = (fa_trace_to_evals(init_fa, init_trace), 1.0)
     previous = np.ones(sh_order // 2 + 1)
     converged = False
@@ -529,12 +563,15 @@ def recursive_response(
         if np.all(change < convergence):
             converged = True
             break
-    if not converged and require_convergence:
-        raise ValueError(
+    if not converged:
+        message = (
             f"the recursive response did not converge in n_iter={n_iter} iterations "
-            f"(largest relative change {change.max():.2g} > convergence={convergence:g}): "
-            "raise n_iter or convergence, or pass require_convergence=False"
+            f"(largest relative change {change.max():.2g} > convergence={convergence:g}, "
+            f"{len(voxels)} single-fibre voxels)"
         )
+        if require_convergence:
+            raise ValueError(message + ": raise n_iter or convergence")
+        warnings.warn(message + "; the last estimate is returned", UserWarning, stacklevel=2)
     evals = _mean_prolate_evals(fit_tensor(gtab, voxels).evals)
     return ResponseEstimate(
         method="recursive",
@@ -544,6 +581,7 @@ def recursive_response(
         ratio=float(evals[1] / evals[0]),
         n_iterations=iteration,
         converged=converged,
+        max_change=float(change.max()),
         zonal_coefs=zonal,
         parameters={
             "sh_order": sh_order,
@@ -554,6 +592,17 @@ def recursive_response(
             "convergence": convergence,
         },
     )
+
+
+def _dipy_alias(name, value, dipy_name, dipy_value, *, default=None):
+    """The value of a setting given under our name or DIPY's (not both, unless equal)."""
+    if dipy_value is None:
+        return default if value is None else value
+    if value is not None and value != default and value != dipy_value:
+        raise ValueError(
+            f"{name}={value!r} and DIPY's {dipy_name}={dipy_value!r} disagree: give one of them"
+        )
+    return dipy_value
 
 
 def _single_fibre_voxels(model: CsdModel, voxels, sphere, peak_thr, *, n_threads):

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .gradients import GradientTable
-from .kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, DEFAULT_WM_RESPONSE, rumba_kernel
+from .defaults import DEFAULT_N_COILS, DEFAULT_N_ITER, DEFAULT_R, DEFAULT_RECON_TYPE
+from .gradients import GradientTable, as_gradient_table
+from .kernel import (
+    DEFAULT_CSF_RESPONSE,
+    DEFAULT_GM_RESPONSE,
+    DEFAULT_WM_RESPONSE,
+    as_wm_response,
+    rumba_kernel,
+)
 from .sphere import as_sphere
 from .tv import TV_BLOCK_BYTES, tv_factor
 
@@ -46,9 +55,14 @@ def bessel_ratio(order: int, x: np.ndarray, *, out: np.ndarray | None = None) ->
     """Approximate ``I_order(x) / I_{order-1}(x)`` (modified Bessel functions).
 
     Perron's continued fraction truncated after four levels, the
-    approximation used by the RUMBA-SD reference implementation; relative
-    error below 1e-4 for order >= 1 and x >= 0.  Evaluated in place on
-    ``x``'s dtype to keep the inner loop cheap.
+    approximation of the RUMBA-SD reference implementation and of DIPY's
+    ``mbessel_ratio`` (same values to round-off).  Its relative error,
+    measured against ``scipy.special.ive`` on a dense grid of x in (0, 1e6]
+    (``tests/core/test_rumba_api.py``), is largest at moderate x and falls
+    with the order: at most 1.15e-2 for order 1 (x ~ 2.2), 5.6e-3 for order 2,
+    3.0e-3 for order 4, 1.5e-3 for order 16, 1.3e-3 for order 32; it tends to 0 for small
+    and large x.  Evaluated in place on ``x``'s dtype to keep the inner loop
+    cheap.
 
     Parameters
     ----------
@@ -91,13 +105,16 @@ class RumbaIterationSettings:
 
 
 def _antipodal_kept(partner: np.ndarray) -> np.ndarray | None:
-    """One vertex index per antipodal pair, or None when the sphere does not fold."""
-    n_wm = len(partner)
-    if np.all(partner >= 0):
-        kept = np.flatnonzero(np.arange(n_wm) < partner)
-        if len(kept) * 2 == n_wm:
-            return kept
-    return None
+    """One vertex index per antipodal pair, or None when the sphere does not fold.
+
+    Folding needs the antipodal map to be an involution without fixed points
+    (``partner[partner[i]] == i != partner[i]``), so that the pairs partition
+    the vertices.
+    """
+    index = np.arange(len(partner))
+    if np.any(partner < 0) or np.any(partner == index) or np.any(partner[partner] != index):
+        return None
+    return np.flatnonzero(index < partner)
 
 
 def _fold_antipodal(kernel: np.ndarray, partner: np.ndarray):
@@ -223,12 +240,22 @@ def _validate_positive_int(value, name: str) -> int:
 class RumbaSDModel:
     """RUMBA-SD model: hyperparameters, kernel, and :meth:`fit`.
 
+    A drop-in for DIPY's ``dipy.reconst.rumba.RumbaSDModel``: same positional
+    ``gtab``, same keywords and defaults, and it takes DIPY's objects (gradient
+    table, spheres, ``AxSymShResponse``) without importing DIPY.  It adds
+    ``dtype``, ``chunk_size`` and ``progress``; ``recon_type`` is checked by
+    :meth:`fit`, as in DIPY.
+
     Parameters
     ----------
-    gtab : GradientTable
-        Gradient table in the frame of the fODF (voxel frame for image data).
-    wm_response : tuple of 3 floats, ndarray (n_shells, 3) or AxisymmetricResponse
-        White-matter fibre response (mm^2/s), see :mod:`rumba_bids.core.kernel`.
+    gtab : GradientTable or gradient-table-like
+        Gradient table in the frame of the fODF (voxel frame for image data):
+        ours, or any object with ``bvals``, ``bvecs`` and ``b0s_mask`` (a DIPY
+        ``GradientTable``), see :func:`~rumba_bids.core.gradients.as_gradient_table`.
+    wm_response : tuple of 3 floats, ndarray (n_shells, 3) or axisymmetric response
+        White-matter fibre response (mm^2/s), see :mod:`rumba_bids.core.kernel`;
+        an :class:`~rumba_bids.core.kernel.AxisymmetricResponse` or DIPY's
+        ``AxSymShResponse`` (any object with ``S0`` and ``dwi_response``).
     gm_response, csf_response : float or None
         Isotropic diffusivities (mm^2/s) of the GM and CSF compartments;
         ``None`` switches a compartment off (its fraction is then zero).
@@ -246,12 +273,17 @@ class RumbaSDModel:
         Voxel-wise fit (no spatial coupling) or global fit (4D data, optional TV).
     use_tv : bool
         Total-variation regularisation (global fit only).
-    sphere : str, ndarray (M, 3), Sphere or None
-        Directions of the fODF; default ``'repulsion724'``.
+    sphere : str, ndarray (M, 3), Sphere, DIPY Sphere/HemiSphere or None
+        Directions of the fODF; default ``'repulsion724'``.  Duplicate
+        directions are refused.
     verbose : bool
-        Log progress and the mean SNR estimate.
+        Log progress and the mean SNR estimate.  With the voxel-wise fit a
+        ``UserWarning`` says that only progress is logged (DIPY warns there
+        too: its verbose has no effect on that fit).
     dtype : numpy dtype
-        float32 (default; fast) or float64.
+        Arithmetic of the iteration and dtype of ``RumbaFit.model_params``:
+        float32 (default; fast) or float64.  The fODF and fractions the fit
+        object returns are float64, as DIPY's.
     chunk_size : int, optional
         Voxels per batch (default 1024).
     progress : callable, optional
@@ -261,15 +293,15 @@ class RumbaSDModel:
 
     def __init__(
         self,
-        gtab: GradientTable,
+        gtab,
         *,
         wm_response=DEFAULT_WM_RESPONSE,
         gm_response=DEFAULT_GM_RESPONSE,
         csf_response=DEFAULT_CSF_RESPONSE,
-        n_iter: int = 600,
-        recon_type: str = "smf",
-        n_coils: int = 1,
-        R: int = 1,
+        n_iter: int = DEFAULT_N_ITER,
+        recon_type: str = DEFAULT_RECON_TYPE,
+        n_coils: int = DEFAULT_N_COILS,
+        R: int = DEFAULT_R,
         voxelwise: bool = True,
         use_tv: bool = False,
         sphere=None,
@@ -278,22 +310,26 @@ class RumbaSDModel:
         chunk_size: int | None = None,
         progress=None,
     ):
-        if not isinstance(gtab, GradientTable):
-            raise TypeError("gtab must be a rumba_bids.core.GradientTable")
+        gtab = as_gradient_table(gtab)
         self.n_iter = _validate_positive_int(n_iter, "n_iter")
         self.n_coils = _validate_positive_int(n_coils, "n_coils")
         self.R = _validate_positive_int(R, "R")
-        if recon_type not in RECON_TYPES:
-            raise ValueError(f"recon_type must be 'smf' or 'sos', got {recon_type!r}")
         if voxelwise and use_tv:
             raise ValueError("total variation needs the global fit: set voxelwise=False")
+        if voxelwise and verbose:
+            warnings.warn(
+                "verbose=True with the voxel-wise fit logs progress only; the SNR "
+                "estimate is logged by the global fit (voxelwise=False)",
+                UserWarning,
+                stacklevel=2,
+            )
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         if chunk_size is not None:
             chunk_size = _validate_positive_int(chunk_size, "chunk_size")
         self.gtab = gtab
-        self.wm_response = wm_response
+        self.wm_response = as_wm_response(wm_response)
         self.gm_response = gm_response
         self.csf_response = csf_response
         self.recon_type = recon_type
@@ -436,10 +472,10 @@ class RumbaSDModel:
             n_chunks -= 1
         return n_chunks * chunk
 
-    def kernel_for(self, gtab: GradientTable) -> np.ndarray:
-        """The kernel (N, M + 2) of this model's responses on ``gtab``."""
+    def kernel_for(self, gtab) -> np.ndarray:
+        """The kernel (N, M + 2) of this model's responses on ``gtab`` (gradient-table-like)."""
         return rumba_kernel(
-            gtab,
+            as_gradient_table(gtab),
             self.sphere.vertices,
             wm_response=self.wm_response,
             gm_response=self.gm_response,
@@ -474,7 +510,15 @@ class RumbaSDModel:
         Returns
         -------
         RumbaFit
+
+        Raises
+        ------
+        ValueError
+            Unknown ``recon_type``; data or mask of the wrong shape; NaN/inf in
+            fitted voxels; TV with fewer than two non-singleton spatial axes.
         """
+        if self.recon_type not in RECON_TYPES:
+            raise ValueError(f"recon_type must be 'smf' or 'sos', got {self.recon_type!r}")
         data = np.asarray(data)
         if data.ndim < 1 or data.shape[-1] != len(self.gtab):
             raise ValueError(
@@ -484,6 +528,11 @@ class RumbaSDModel:
         spatial = data.shape[:-1]
         if not self.voxelwise and len(spatial) != 3:
             raise ValueError(f"the global fit needs 4D data (x, y, z, N), got shape {data.shape}")
+        if self.use_tv and sum(n > 1 for n in spatial) < 2:
+            raise ValueError(
+                f"total variation needs at least two spatial axes longer than 1 (a slice or "
+                f"a volume), got data of shape {data.shape}"
+            )
         if mask is None:
             mask = np.ones(spatial, dtype=bool)
         else:
@@ -518,6 +567,8 @@ class RumbaSDModel:
         full.reshape(-1, params.shape[1])[flat_index] = params
         snr = np.zeros(spatial, dtype=self.dtype)
         snr.reshape(-1)[flat_index] = 1.0 / np.sqrt(sigma2)
+        if self.verbose and len(sigma2):
+            logger.info("mean SNR estimate %.1f over %d voxels", snr[fit_mask].mean(), len(sigma2))
         return RumbaFit(self, full, snr=snr, mask=fit_mask, n_excluded=n_excluded)
 
     def _deconvolve(self, signal: np.ndarray, fit_mask: np.ndarray):
@@ -562,7 +613,7 @@ class RumbaSDModel:
             )
         if kept is not None:
             half = fodf[:, :-2] / 2
-            full = np.empty((n_vox, n_comp), dtype=self.dtype)
+            full = np.zeros((n_vox, n_comp), dtype=self.dtype)
             full[:, kept] = half
             full[:, self.sphere.antipodal_partner[kept]] = half
             full[:, -2:] = fodf[:, -2:]
@@ -587,63 +638,80 @@ def _log_progress(fraction: float, elapsed: float) -> None:
 class RumbaFit:
     """Result of :meth:`RumbaSDModel.fit`; never modifies the model.
 
+    The accessors return float64 arrays (as DIPY's, and what DIPY's Cython
+    peak finder needs), computed once; ``model_params`` keeps the model's
+    dtype.
+
     Attributes
     ----------
     model : RumbaSDModel
-    model_params : ndarray, shape (..., M + 2)
+    model_params : ndarray, shape (..., M + 2), the model's dtype
         fODF weights on the sphere, then GM and CSF fractions; each fitted
         voxel sums to 1, other voxels are 0.
-    snr : ndarray, shape (...)
+    snr : ndarray, shape (...) or None
         S0 / sigma from the per-voxel noise estimate (0 outside the fit).
-    mask : ndarray of bool, shape (...)
+    mask : ndarray of bool, shape (...) or None
         Voxels that were fitted.
     n_excluded : int
         Voxels in the requested mask dropped for a non-positive b0 signal.
     """
 
-    def __init__(self, model, model_params, *, snr, mask, n_excluded=0):
+    def __init__(self, model, model_params, *, snr=None, mask=None, n_excluded=0):
         self.model = model
         self.model_params = model_params
         self.snr = snr
         self.mask = mask
         self.n_excluded = n_excluded
 
-    def odf(self, sphere=None) -> np.ndarray:
-        """fODF on the model's sphere, shape (..., M); sums to ``f_wm``."""
+    def odf(self, sphere=None, *, dtype=np.float64) -> np.ndarray:
+        """fODF on the model's sphere, shape (..., M); sums to ``f_wm``.
+
+        Parameters
+        ----------
+        sphere : sphere-like, optional
+            Must be the model's sphere (the fODF exists only there).
+        dtype : numpy dtype or None
+            float64 by default (a new array); None returns a view of
+            ``model_params`` in the model's dtype (no copy).
+        """
         if sphere is not None and as_sphere(sphere) != self.model.sphere:
             raise ValueError("the fODF exists only on the sphere the model was fitted with")
-        return self.model_params[..., :-2]
+        odf = self.model_params[..., :-2]
+        return odf if dtype is None else odf.astype(dtype)
 
-    @property
+    @cached_property
     def f_gm(self) -> np.ndarray:
-        """Grey-matter volume fraction, shape (...)."""
-        return self.model_params[..., -2]
+        """Grey-matter volume fraction, shape (...), float64."""
+        return self.model_params[..., -2].astype(np.float64)
 
-    @property
+    @cached_property
     def f_csf(self) -> np.ndarray:
-        """CSF volume fraction, shape (...)."""
-        return self.model_params[..., -1]
+        """CSF volume fraction, shape (...), float64."""
+        return self.model_params[..., -1].astype(np.float64)
 
-    @property
+    @cached_property
     def f_iso(self) -> np.ndarray:
-        """Isotropic fraction ``f_gm + f_csf``, shape (...)."""
+        """Isotropic fraction ``f_gm + f_csf``, shape (...), float64."""
         return self.f_gm + self.f_csf
 
-    @property
+    @cached_property
     def f_wm(self) -> np.ndarray:
-        """White-matter fraction, the sum of the fODF, shape (...)."""
-        return self.odf().sum(axis=-1)
+        """White-matter fraction, the sum of the fODF, shape (...), float64."""
+        # summed in float64 without a float64 copy of the fODF (equal to odf().sum(-1))
+        return self.model_params[..., :-2].sum(axis=-1, dtype=np.float64)
 
-    @property
+    @cached_property
     def combined_odf_iso(self) -> np.ndarray:
-        """fODF plus the isotropic fraction spread evenly over the sphere, (..., M)."""
+        """fODF plus the isotropic fraction spread evenly over the sphere, (..., M),
+        float64; sums to 1 in fitted voxels."""
         odf = self.odf()
         return odf + self.f_iso[..., None] / odf.shape[-1]
 
-    def predict(self, gtab: GradientTable | None = None, S0=None) -> np.ndarray:
+    def predict(self, gtab=None, S0=None) -> np.ndarray:
         """Predicted signal, shape (..., N) for ``gtab`` (default: the model's).
 
-        ``S0`` is a scalar or an array of shape (...); default 1.
+        ``gtab`` is gradient-table-like (ours or DIPY's); ``S0`` is a scalar or
+        an array of shape (...); default 1.
         """
         gtab = self.model.gtab if gtab is None else gtab
         kernel = self.model.kernel_for(gtab)

@@ -38,12 +38,11 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import eval_legendre, sph_harm_y
 
+from .defaults import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER  # noqa: F401  (re-exported)
 from .sphere import as_sphere
 
 #: Names of the supported SH bases.
 SH_BASES = ("mrtrix3", "descoteaux")
-DEFAULT_SH_ORDER = 8
-DEFAULT_SH_BASIS = "mrtrix3"
 
 
 def _check_sh_order(sh_order) -> int:

@@ -14,6 +14,8 @@ from importlib import resources
 
 import numpy as np
 
+from .defaults import DEFAULT_SPHERE
+
 #: Named spheres shipped with the package: name -> number of antipodal pairs.
 NAMED_SPHERES = {
     "repulsion100": 50,
@@ -21,8 +23,9 @@ NAMED_SPHERES = {
     "symmetric362": 181,
     "repulsion724": 362,
 }
-DEFAULT_SPHERE = "repulsion724"
 _UNIT_TOLERANCE = 1e-3
+#: Vertices closer than this angle (radians, about 0.06 degree) count as duplicates.
+DUPLICATE_ANGLE = 1e-3
 
 
 class Sphere:
@@ -34,6 +37,16 @@ class Sphere:
         Unit vectors (normalised here if within 1e-3 of unit length).
     name : str, optional
         Label used in sidecars and logs.
+    faces : array_like of int, shape (F, 3), optional
+        Triangles (vertex indices) of the neighbourhood graph, e.g. those of a
+        DIPY ``HemiSphere``; default: the convex hull of the vertices.
+
+    Raises
+    ------
+    ValueError
+        Not (N, 3) unit vectors, or two vertices closer than
+        :data:`DUPLICATE_ANGLE` (a duplicated direction would split its fODF
+        weight between two columns and break the antipodal folding).
 
     Attributes
     ----------
@@ -41,7 +54,7 @@ class Sphere:
     name : str
     """
 
-    def __init__(self, vertices, *, name: str | None = None):
+    def __init__(self, vertices, *, name: str | None = None, faces=None):
         vertices = np.array(vertices, dtype=np.float64)
         if vertices.ndim != 2 or vertices.shape[1] != 3 or len(vertices) < 4:
             raise ValueError(
@@ -54,7 +67,18 @@ class Sphere:
             raise ValueError("sphere vertices must be unit vectors (|v| = 1 within 1e-3)")
         self.vertices = vertices / norms[:, None]
         self.vertices.setflags(write=False)
+        _refuse_duplicates(self.vertices)
         self.name = name if name is not None else f"custom{len(vertices)}"
+        if faces is not None:
+            faces = np.array(faces, dtype=np.intp)
+            shape_ok = faces.ndim == 2 and faces.shape[1] == 3 and faces.size > 0
+            if not shape_ok or faces.min() < 0 or faces.max() >= len(self):
+                raise ValueError(
+                    f"sphere faces must be (F, 3) indices of the {len(self)} vertices, "
+                    f"got shape {faces.shape}"
+                )
+            faces.setflags(write=False)
+            self.__dict__["faces"] = faces  # preset the cached property
 
     def __len__(self) -> int:
         return len(self.vertices)
@@ -117,6 +141,22 @@ class Sphere:
     def is_antipodally_symmetric(self) -> bool:
         """True when every vertex has its antipode in the set."""
         return bool(np.all(self.antipodal_partner >= 0))
+
+
+def _refuse_duplicates(vertices: np.ndarray) -> None:
+    """Raise ValueError when two unit vectors are within :data:`DUPLICATE_ANGLE`."""
+    from scipy.spatial import cKDTree
+
+    chord = 2 * np.sin(DUPLICATE_ANGLE / 2)
+    pairs = cKDTree(vertices).query_pairs(chord, output_type="ndarray")
+    if len(pairs):
+        i, j = (int(v) for v in pairs[np.lexsort(pairs.T[::-1])][0])
+        angle = np.degrees(np.arccos(np.clip(vertices[i] @ vertices[j], -1.0, 1.0)))
+        raise ValueError(
+            f"sphere has {len(pairs)} pair(s) of duplicate or near-duplicate vertices "
+            f"(first: {i} and {j}, {angle:.2g} degrees apart, limit "
+            f"{np.degrees(DUPLICATE_ANGLE):.2g}): remove the repeated directions"
+        )
 
 
 def repulsion_sphere(n_pairs: int, *, seed: int = 0, n_steps: int = 3000) -> np.ndarray:
@@ -188,8 +228,8 @@ def get_sphere(name: str = DEFAULT_SPHERE) -> Sphere:
 
 def as_sphere(sphere=None) -> Sphere:
     """Coerce a name, an (N, 3) array, a :class:`Sphere` or any object with
-    ``.vertices`` (e.g. a DIPY sphere) into a :class:`Sphere`; ``None`` gives
-    the default sphere."""
+    ``.vertices`` (and optionally ``.faces``, e.g. a DIPY ``Sphere`` or
+    ``HemiSphere``) into a :class:`Sphere`; ``None`` gives the default sphere."""
     if sphere is None:
         return get_sphere(DEFAULT_SPHERE)
     if isinstance(sphere, Sphere):
@@ -197,5 +237,10 @@ def as_sphere(sphere=None) -> Sphere:
     if isinstance(sphere, str):
         return get_sphere(sphere)
     if hasattr(sphere, "vertices"):
-        return Sphere(sphere.vertices, name=getattr(sphere, "name", None) or None)
+        # DIPY's Sphere/HemiSphere: keep their triangles (a hemisphere's hull would
+        # add a flat base joining opposite rims)
+        faces = getattr(sphere, "faces", None)
+        if faces is not None and len(faces) == 0:
+            faces = None
+        return Sphere(sphere.vertices, name=getattr(sphere, "name", None) or None, faces=faces)
     return Sphere(sphere)

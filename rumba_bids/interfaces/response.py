@@ -213,6 +213,14 @@ def _estimate_from_data(method, dwi_file, bval_file, bvec_file, mask_file, **kwa
                 estimate = recursive_response(gtab, data, mask=mask, **options)
         except ValueError as exc:  # no usable voxel, no convergence: name the data
             raise InputDataError(dwi_file, f"{method} response: {exc}") from exc
+    if estimate.converged is False:  # returned anyway, recorded in the sidecar
+        logger.warning(
+            "%s: the recursive response did not converge in %d iterations (last relative "
+            "change %.2g); using the last estimate",
+            dwi_file,
+            estimate.n_iterations,
+            estimate.max_change,
+        )
     logger.info(
         "%s response from %d voxels: eigenvalues %s, l2/l1 %s",
         method,

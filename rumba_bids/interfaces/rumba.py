@@ -27,7 +27,7 @@ from nipype.interfaces.base import (
 )
 
 from ..core.gradients import DEFAULT_B0_THRESHOLD
-from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE
+from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, GM_MIN_SHELLS
 from ..core.rumba import RECON_TYPES, RumbaSDModel
 from ..core.sphere import DEFAULT_SPHERE, NAMED_SPHERES, Sphere, get_sphere
 from .errors import InputDataError
@@ -51,7 +51,7 @@ FIT_DEFAULTS = {
 }
 FIT_MODES = ("voxelwise", "global")
 #: The GM compartment is switched on by ``gm_response='auto'`` only with this many shells.
-GM_AUTO_MIN_SHELLS = 3
+GM_AUTO_MIN_SHELLS = GM_MIN_SHELLS
 MODEL_DESCRIPTION = (
     "RUMBA-SD: Robust and Unbiased Model-BAsed Spherical Deconvolution "
     "(Canales-Rodriguez et al., PLOS ONE 10(10): e0138910, 2015), fitted by rumba-bids"
@@ -105,7 +105,9 @@ def resolve_isotropic(gm_response, csf_response, n_shells: int):
     if gm_response == "auto":
         if n_shells >= GM_AUTO_MIN_SHELLS:
             gm = DEFAULT_GM_RESPONSE
-            reason = f"auto: on, the data have {n_shells} non-zero shells (>= 3)"
+            reason = (
+                f"auto: on, the data have {n_shells} non-zero shells (>= {GM_AUTO_MIN_SHELLS})"
+            )
         else:
             gm = None
             reason = (
@@ -439,7 +441,7 @@ def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels
             del block
             # mapped for this block only: its pages leave the process with it
             fod = np.memmap(mode="r+", **fod_file)
-            fod[index] = result.odf()
+            fod[index] = result.odf(dtype=None)
             fod.flush()
             del fod
             for name in maps:
@@ -586,7 +588,7 @@ def fit_rumba_files(
             except ValueError as exc:  # NaN/inf voxels in the mask
                 raise InputDataError(dwi_file, str(exc)) from exc
         del data
-        save_like(result.odf(), dwi, outputs["fod_amplitudes"])
+        save_like(result.odf(dtype=None), dwi, outputs["fod_amplitudes"])
         maps = {name: getattr(result, name) for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr")}
     outputs["directions_file"] = out("_directions", ".txt")
     np.savetxt(outputs["directions_file"], model.sphere.vertices, fmt="%.17g")

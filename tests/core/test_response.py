@@ -253,9 +253,12 @@ def test_recursive_errors_name_the_fix(crossing):
     with pytest.raises(ValueError, match="raise peak_thr"):
         recursive_response(gtab, np.zeros_like(data[:2]), peak_thr=0.1)
     with pytest.raises(ValueError, match="did not converge"):
-        recursive_response(gtab, data, peak_thr=0.1, n_iter=1)
-    unconverged = recursive_response(gtab, data, peak_thr=0.1, n_iter=1, require_convergence=False)
+        recursive_response(gtab, data, peak_thr=0.1, n_iter=1, require_convergence=True)
+    with pytest.warns(UserWarning, match="did not converge in n_iter=1 .* last estimate"):
+        unconverged = recursive_response(gtab, data, peak_thr=0.1, n_iter=1)
     assert not unconverged.converged and unconverged.n_iterations == 1
+    assert unconverged.max_change > 0.001
+    assert unconverged.to_dict()["MaxRelativeChange"] == unconverged.max_change
     few = make_acquisition(n_b0=2, n_dirs=20)
     with pytest.raises(ValueError, match="lower sh_order"):
         recursive_response(few, np.ones((2, 2, 2, len(few))))
@@ -324,3 +327,56 @@ def test_from_dict_minimal_and_invalid():
         ResponseEstimate.from_dict({"Eigenvalues": [1, 0.1, 0.1], "Type": "zsh"})
     with pytest.raises(ValueError, match="method"):
         ResponseEstimate(method="magic", evals=np.ones(3))
+
+
+def test_recursive_on_dipy_small_64d_with_the_tutorials_arguments():
+    """DIPY's tutorial call on DIPY's real scan: DIPY returns a response, so do we."""
+    import nibabel as nib
+    from dipy.io.gradients import read_bvals_bvecs
+    from dipy.segment.mask import median_otsu as dipy_median_otsu
+
+    from rumba_bids.core import median_otsu
+
+    fdata, fbval, fbvec = dipy_data.get_fnames(name="small_64D")
+    data = np.asarray(nib.load(fdata).dataobj, dtype=np.float64)
+    bvals, bvecs = read_bvals_bvecs(fbval, fbvec)
+    dipy_table = dipy_gradients.gradient_table(bvals, bvecs=bvecs)  # NaN b0 row, zeroed
+    _, mask = median_otsu(data, median_radius=2, numpass=1, vol_idx=[0])
+    _, their_mask = dipy_median_otsu(data, median_radius=2, numpass=1, vol_idx=[0])
+    np.testing.assert_array_equal(mask, their_mask)
+    tutorial = dict(
+        mask=mask,
+        sh_order_max=8,
+        peak_thr=0.01,
+        init_fa=0.08,
+        init_trace=0.0021,
+        iter=4,
+        convergence=0.001,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = csdeconv.recursive_response(dipy_table, data, parallel=False, **tutorial)
+    # DIPY's objects in, DIPY's argument names; DIPY's spheres give DIPY's result
+    with pytest.warns(UserWarning, match="did not converge in n_iter=4"):
+        exact = recursive_response(
+            dipy_table,
+            data,
+            sphere=dipy_data.default_sphere,
+            reg_sphere=dipy_data.small_sphere,
+            parallel=False,
+            **tutorial,
+        )
+    np.testing.assert_allclose(exact.zonal_coefs, theirs.dwi_response, rtol=1e-10)
+    assert exact.S0 == pytest.approx(theirs.S0, rel=1e-12)
+    # our default spheres (repulsion724 peaks, symmetric362 constraint): same response shape
+    with pytest.warns(UserWarning, match="did not converge"):
+        ours = recursive_response(dipy_table, data, **tutorial)
+    assert ours.converged is False and ours.n_iterations == 4 and ours.max_change > 0.001
+    np.testing.assert_allclose(ours.zonal_coefs[:2], theirs.dwi_response[:2], rtol=0.01)
+    # 13 voxels kept here, 12 by DIPY: the response signal (data units) differs by
+    # <= 1.6 % of its maximum, S0 (mean b0 of those voxels) by 4 %
+    cosines = np.linspace(-1, 1, 201)
+    signal_ours = ours.wm_response.on_cosines(cosines)
+    signal_theirs = AxisymmetricResponse(theirs.dwi_response, theirs.S0).on_cosines(cosines)
+    assert np.abs(signal_ours - signal_theirs).max() < 0.02 * signal_theirs.max()
+    assert ours.S0 == pytest.approx(theirs.S0, rel=0.05)

@@ -311,7 +311,6 @@ def test_progress_callback(tutorial_gtab):
         ({"n_iter": 0}, "n_iter must be an integer >= 1"),
         ({"R": 0}, "R must be"),
         ({"n_coils": 0}, "n_coils must be"),
-        ({"recon_type": "xyz"}, "recon_type must be 'smf' or 'sos'"),
         ({"use_tv": True}, "needs the global fit"),
         ({"sphere": "nosuch"}, "unknown sphere"),
         ({"dtype": np.int32}, "float32 or float64"),
@@ -334,6 +333,12 @@ def test_bad_fit_inputs(tutorial_gtab):
         model.fit(data[..., :-1])
     with pytest.raises(ValueError, match="needs 4D data"):
         glob.fit(data.reshape(8, -1))
+    # checked by fit, as DIPY does (its own tests build such a model)
+    with pytest.raises(ValueError, match="recon_type must be 'smf' or 'sos'"):
+        RumbaSDModel(tutorial_gtab, n_iter=2, recon_type="xyz").fit(data)
+    tv = RumbaSDModel(tutorial_gtab, n_iter=2, voxelwise=False, use_tv=True)
+    with pytest.raises(ValueError, match="at least two spatial axes longer than 1"):
+        tv.fit(data[:1, :1])
     with pytest.raises(ValueError, match="mask shape"):
         model.fit(data, mask=np.ones((2, 2)))
     bad = data.copy()

@@ -96,6 +96,28 @@ def test_recursive_response_is_usable_by_the_fit(small_64d, tmp_path):
     assert 0 < along < across < wm_response.S0
 
 
+def test_unconverged_recursive_response_does_not_fail_the_run(small_64d, tmp_path, caplog):
+    """The tutorial's 4 iterations do not converge on small_64D: recorded, not fatal."""
+    files = _checked(small_64d, tmp_path)
+    mask = BrainMask(dwi_file=small_64d.dwi_file, bval_file=files["bval_file"]).run(
+        cwd=str(tmp_path / "check")
+    )
+    outputs = _estimate(
+        tmp_path,
+        method="recursive",
+        mask_file=mask.outputs.out_mask,
+        recursive_iterations=1,
+        **files,
+    )
+    sidecar = json.loads(open(outputs.response_file).read())
+    assert sidecar["Converged"] is False and sidecar["NIterations"] == 1
+    assert sidecar["MaxRelativeChange"] > sidecar["Parameters"]["convergence"]
+    assert outputs.response["Converged"] is False
+    assert "did not converge in 1 iterations" in caplog.text
+    wm_response, _ = read_response(outputs.response_file)
+    assert isinstance(wm_response, AxisymmetricResponse)
+
+
 def test_recursive_response_picks_an_sh_order_the_directions_support(synthetic_dwi, tmp_path):
     outputs = _estimate(
         tmp_path,
