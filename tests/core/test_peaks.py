@@ -184,7 +184,7 @@ def refine_sphere(name):
 def between_vertices(sphere, n):
     """``n`` centres of the hull's triangles (farthest from any vertex) and the spacing (deg)."""
     full = sphere.vertices
-    if len(full) == 362:  # the hemisphere: its triangles are those of the mirrored sphere
+    if sphere.name == "hemi":  # its triangles are those of the mirrored sphere
         full = np.concatenate([full, -full])
     faces = Sphere(full).faces
     centres = unit(full[faces].mean(axis=1))
