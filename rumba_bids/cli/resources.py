@@ -22,7 +22,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UsageError
+from ..core.memory import InsufficientMemoryError
 
 logger = logging.getLogger("rumba_bids.cli")
 
@@ -39,10 +39,6 @@ _STEPS = {
     "fit": "the RUMBA-SD fit",
     "fod": "the SH projection and peak extraction",
 }
-
-
-class InsufficientMemoryError(UsageError):
-    """A run needs more memory than ``--mem`` (or the machine) allows (exit 64)."""
 
 
 def format_gb(value: float) -> str:

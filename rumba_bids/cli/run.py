@@ -266,7 +266,7 @@ def preflight(collected, *, mask_file=None):
 
 def check_resources(settings, valid, rejected):
     """Move the runs that cannot fit in the memory limit from ``valid`` to ``rejected``."""
-    from .resources import check_memory, memory_limit_gb
+    from .resources import InsufficientMemoryError, check_memory, memory_limit_gb
 
     limit = memory_limit_gb(settings.mem_gb)
     if limit is None:
@@ -277,7 +277,7 @@ def check_resources(settings, valid, rejected):
             minimum = check_memory(
                 run, facts, settings.model, limit_gb=limit, from_option=settings.mem_gb is not None
             )
-        except RumbaBidsError as error:
+        except (RumbaBidsError, InsufficientMemoryError) as error:
             print(error.one_line(PROG), file=sys.stderr)
             rejected = [*rejected, (run, error)]
             continue

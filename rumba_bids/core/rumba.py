@@ -10,7 +10,10 @@ Both fit modes run the same batched iteration: voxels are processed in chunks
 with two matrix products per iteration (one with the kernel, one with its
 transpose on the stacked numerator/denominator operands).  Without TV, each
 chunk runs all iterations while it sits in cache; with TV, every iteration
-sweeps all chunks and the TV factor is computed in blocks of directions.
+sweeps slabs of slices, computing each slab's TV factor (:mod:`.tv`) and its
+update together.  Chunks (and slabs) are spread over ``n_threads`` workers
+with BLAS on one thread each; they are fixed by the data alone, so results do
+not depend on the number of threads.
 
 When the sphere is antipodally symmetric (all named spheres are) the kernel's
 columns come in identical pairs, so the two weights of a pair receive the same
@@ -28,6 +31,7 @@ from functools import cached_property
 
 import numpy as np
 
+from . import memory
 from .defaults import DEFAULT_N_COILS, DEFAULT_N_ITER, DEFAULT_R, DEFAULT_RECON_TYPE
 from .gradients import GradientTable, as_gradient_table
 from .kernel import (
@@ -38,7 +42,8 @@ from .kernel import (
     rumba_kernel,
 )
 from .sphere import as_sphere
-from .tv import TV_BLOCK_BYTES, tv_factor
+from .threads import WorkerPool, resolve_threads
+from .tv import TVLayout, slab_tv_denominator, tv_epsilon2
 
 logger = logging.getLogger("rumba_bids.rumba")
 
@@ -48,7 +53,7 @@ SIGMA2_BOUNDS = ((1.0 / 80.0) ** 2, (1.0 / 8.0) ** 2)  # SNR between 8 and 80
 TV_LAMBDA_FLOOR = (1.0 / 30.0) ** 2
 RECON_TYPES = ("smf", "sos")
 #: Voxels per batch: small enough to keep a chunk's arrays in cache.
-_DEFAULT_CHUNK = 1024
+_DEFAULT_CHUNK = memory.DEFAULT_CHUNK
 
 
 def bessel_ratio(order: int, x: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -177,58 +182,136 @@ def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
     sigma2_out[:] = sigma2
 
 
-def _iterate_plain(signal, kernel, fodf, settings, *, chunk_size, progress):
-    """Voxel chunks, each run for all iterations (cache friendly)."""
+def _chunks(n_vox: int, chunk_size: int) -> list[slice]:
+    """Consecutive row ranges of ``chunk_size`` voxels: the fixed units of work."""
+    return [slice(start, min(start + chunk_size, n_vox)) for start in range(0, n_vox, chunk_size)]
+
+
+def _iterate_plain(signal, kernel, fodf, settings, *, chunk_size, n_threads, progress):
+    """Voxel chunks, each run for all iterations (cache friendly), on ``n_threads``."""
     kernel_t = np.ascontiguousarray(kernel.T)
     n_vox = len(signal)
     sigma2 = np.empty(n_vox, dtype=signal.dtype)
     start_time = time.perf_counter()
-    for start in range(0, n_vox, chunk_size):
-        stop = min(start + chunk_size, n_vox)
-        chunk = np.array(fodf[start:stop])
-        _run_chunk(signal[start:stop], kernel, kernel_t, chunk, settings, sigma2[start:stop])
-        fodf[start:stop] = chunk
+    done = [0]
+
+    def work(rows):
+        chunk = np.array(fodf[rows])
+        _run_chunk(signal[rows], kernel, kernel_t, chunk, settings, sigma2[rows])
+        fodf[rows] = chunk
+
+    def report(rows):
+        done[0] += rows.stop - rows.start
         if progress is not None:
-            progress(stop / n_vox, time.perf_counter() - start_time)
+            progress(done[0] / n_vox, time.perf_counter() - start_time)
+
+    with WorkerPool(n_threads) as pool:
+        pool.run(work, _chunks(n_vox, chunk_size), done=report)
     return sigma2
 
 
-def _iterate_tv(signal, kernel, fodf, settings, *, grid_mask, tv_scale, chunk_size, progress):
-    """Global fit with total variation: each iteration sweeps every chunk."""
-    kernel_t = np.ascontiguousarray(kernel.T)
+def _tv_chunk_update(signal, reblurred, weights, new_weights, tv_den, state, rows, order):
+    """One RUMBA-SD update with TV of one chunk of k voxels (compartment-major weights).
+
+    ``weights`` (C, k) are read, ``new_weights`` (C, k) written; ``tv_den``
+    (C, k) is the inverse TV factor; ``reblurred`` (k, N) is read then
+    replaced by the new prediction; ``state`` holds the kernel and the noise
+    variances (read: ``sigma2_arg``; written: ``new_sigma2``).
+    """
+    n_vox = len(signal)
+    operands = np.empty((2 * n_vox, signal.shape[1]), dtype=signal.dtype)
+    weighted = operands[:n_vox]
+    operands[n_vox:] = reblurred
+    arg = np.multiply(signal, reblurred)
+    arg /= state.sigma2_arg[rows, None]
+    bessel_ratio(order, arg, out=weighted)
+    weighted *= signal
+    factor = np.matmul(state.kernel_t, operands.T)  # (C, 2k)
+    numerator, denominator = factor[:, :n_vox], factor[:, n_vox:]
+    denominator += _EPS
+    denominator *= tv_den
+    numerator /= denominator
+    np.multiply(weights, numerator, out=new_weights)
+    np.matmul(new_weights.T, state.kernel_t, out=reblurred)
+    np.multiply(reblurred, 0.5, out=arg)
+    arg -= weighted
+    arg *= reblurred
+    new_sigma2 = arg.sum(axis=1)
+    new_sigma2 += state.half_sq[rows]
+    new_sigma2 *= state.norm
+    state.new_sigma2[rows] = new_sigma2
+
+
+@dataclass
+class _TVState:
+    kernel_t: np.ndarray
+    norm: float
+    half_sq: np.ndarray
+    sigma2_arg: np.ndarray
+    new_sigma2: np.ndarray
+
+
+def _iterate_tv(
+    signal, kernel, initial, settings, *, grid_mask, tv_scale, chunk_size, n_threads, progress
+):
+    """Global fit with total variation: each iteration sweeps every slab of slices.
+
+    A slab's TV factor (from the weights of its voxels and of one slice on
+    each side, :mod:`.tv`) and its update are computed together, chunk by
+    chunk, while they are in cache; the new weights go to a second array, so
+    slabs run in parallel.  ``initial`` (C,) is every voxel's starting weight;
+    returns the final noise variances (V,) and weights (V, C).
+    """
     n_vox, n_vol = signal.shape
+    dtype = signal.dtype
     order = settings.noise_order
+    layout = TVLayout(grid_mask)
     norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
-    reblurred = fodf @ kernel_t
+    # compartment-major, one more column of zeros: the grid points outside the mask
+    weights = np.empty((len(initial), n_vox + 1), dtype=dtype)
+    weights[:, :n_vox] = initial[:, None]
+    weights[:, n_vox] = 0
+    new_weights = np.zeros_like(weights)
+    kernel_t = np.ascontiguousarray(kernel.T)
+    reblurred = np.empty((n_vox, n_vol), dtype=dtype)
+    reblurred[:] = initial @ kernel_t
+    eps2 = tv_epsilon2(tv_scale, dtype)
+    state = _TVState(kernel_t, norm, half_sq, sigma2_arg, np.empty_like(sigma2))
     tv_lambda = SIGMA0**2
     start_time = time.perf_counter()
-    for iteration in range(settings.n_iter):
-        tv = tv_factor(fodf, grid_mask, tv_lambda, scale=tv_scale)
-        new_sigma2 = np.empty_like(sigma2)
-        for start in range(0, n_vox, chunk_size):
-            rows = slice(start, min(start + chunk_size, n_vox))
-            s, r = signal[rows], reblurred[rows]
-            weighted = bessel_ratio(order, s * r / sigma2_arg[rows, None])
-            weighted *= s
-            factor = np.concatenate([weighted, r]) @ kernel
-            k = len(s)
-            numerator = factor[:k]
-            numerator /= factor[k:] + _EPS
-            numerator *= tv[rows]
-            fodf[rows] *= numerator
-            new_r = fodf[rows] @ kernel_t
-            reblurred[rows] = new_r
-            residual = (new_r * 0.5 - weighted) * new_r
-            new_sigma2[rows] = (residual.sum(axis=1) + half_sq[rows]) * norm
-        np.clip(new_sigma2, *SIGMA2_BOUNDS, out=new_sigma2)
-        sigma2_arg, sigma2 = sigma2, new_sigma2
-        if settings.R == 1:
-            tv_lambda = max(float(np.mean(sigma2, dtype=np.float64)), TV_LAMBDA_FLOOR)
-        else:
-            tv_lambda = sigma2
-        if progress is not None:
-            progress((iteration + 1) / settings.n_iter, time.perf_counter() - start_time)
-    return sigma2
+
+    def work(slab):
+        first = slab.rows.start
+        tv_den = np.empty((len(initial), slab.rows.stop - first), dtype=dtype)
+        slab_tv_denominator(weights, slab, layout.axes, tv_lambda, eps2, tv_den)
+        for local in _chunks(tv_den.shape[1], chunk_size):
+            rows = slice(first + local.start, first + local.stop)
+            _tv_chunk_update(
+                signal[rows],
+                reblurred[rows],
+                weights[:, rows],
+                new_weights[:, rows],
+                tv_den[:, local],
+                state,
+                rows,
+                order,
+            )
+
+    with WorkerPool(n_threads) as pool:
+        for iteration in range(settings.n_iter):
+            pool.run(work, layout.slabs)
+            weights, new_weights = new_weights, weights
+            new_sigma2 = state.new_sigma2
+            np.clip(new_sigma2, *SIGMA2_BOUNDS, out=new_sigma2)
+            # the lagged variance of the next iteration is this one's; recycle its buffer
+            state.new_sigma2, state.sigma2_arg, sigma2 = state.sigma2_arg, sigma2, new_sigma2
+            if settings.R == 1:
+                tv_lambda = max(float(np.mean(sigma2, dtype=np.float64)), TV_LAMBDA_FLOOR)
+            else:
+                tv_lambda = sigma2
+            if progress is not None:
+                progress((iteration + 1) / settings.n_iter, time.perf_counter() - start_time)
+    return sigma2, weights[:, :n_vox].T
 
 
 def _validate_positive_int(value, name: str) -> int:
@@ -289,6 +372,9 @@ class RumbaSDModel:
     progress : callable, optional
         ``progress(fraction_done, elapsed_seconds)`` called after each chunk
         (without TV) or iteration (with TV).
+    n_threads : int, optional
+        Threads of the fit (default: every CPU this process may use); each
+        runs BLAS on one thread.  Results do not depend on it, bit for bit.
     """
 
     def __init__(
@@ -309,6 +395,7 @@ class RumbaSDModel:
         dtype=np.float32,
         chunk_size: int | None = None,
         progress=None,
+        n_threads: int | None = None,
     ):
         gtab = as_gradient_table(gtab)
         self.n_iter = _validate_positive_int(n_iter, "n_iter")
@@ -339,6 +426,7 @@ class RumbaSDModel:
         self.verbose = bool(verbose)
         self.chunk_size = chunk_size
         self.progress = progress
+        self.n_threads = None if n_threads is None else resolve_threads(n_threads)
         # the fit sees one b0 row (the normalised mean b0 = 1) followed by the DWIs
         dwi = ~gtab.b0s_mask
         self.fit_gtab = GradientTable(
@@ -366,10 +454,11 @@ class RumbaSDModel:
 
         Counts every array of the fit that grows with the number of voxels (the
         gathered voxels, normalised signals, weights, outputs, and the work
-        arrays of one chunk, or with TV those of the whole volume), phase by
-        phase, and returns the largest total; small arrays (kernel, sphere) are
-        ignored.  Checked against :mod:`tracemalloc`: the estimate exceeds the
-        true peak by 0-10 % without TV and by less than 30 % with TV.
+        arrays of each thread's chunk, or with TV those of the whole volume
+        and of each thread's slab), phase by phase, and returns the largest
+        total; small arrays (kernel, sphere) are ignored.  Checked against
+        :mod:`tracemalloc` (see :mod:`rumba_bids.core.memory`, where the model
+        lives).
 
         Parameters
         ----------
@@ -386,37 +475,7 @@ class RumbaSDModel:
         int
             Bytes.
         """
-        n_vox = int(n_voxels)
-        grid = n_vox if grid_shape is None else int(np.prod(grid_shape))
-        item = self.dtype.itemsize
-        data_item = item if data_itemsize is None else int(data_itemsize)
-        n_vol = len(self.gtab)
-        n_b0 = int(self.gtab.b0s_mask.sum())
-        n_dwi = n_vol - n_b0
-        n_fit = len(self.fit_gtab)
-        n_comp = len(self.sphere) + 2
-        n_cols = self.fit_columns
-        chunk = min(self.chunk_size or _DEFAULT_CHUNK, max(n_vox, 1))
-        # alive during the whole fit: gathered voxels, their index, mean b0, signals, masks
-        fixed = n_vox * (n_vol * data_item + 16 + n_fit * item) + 2 * grid
-        checks = n_vox * (n_vol + n_b0 * data_item + 8)
-        normalise = n_vox * (n_dwi * (8 + data_item) + 8)
-        if self.use_tv:
-            box = grid
-            block = min(n_cols, max(1, TV_BLOCK_BYTES // max(box * item * 6, 1)))
-            tv_work = (6 * box + 2 * n_vox) * block * item
-            chunk_work = chunk * (12 * n_fit + 3 * n_cols) * item
-            iterate = n_vox * (2 * n_cols + n_fit + 4) * item + tv_work + chunk_work
-        else:
-            chunk_work = chunk * (8 * n_fit + 4 * n_cols) * item
-            iterate = n_vox * (n_cols + 1) * item + chunk_work
-        if n_cols < n_comp:  # unfold antipodal pairs: folded, half and full weights
-            unfold = n_vox * ((2 * n_cols - 2 + n_comp + 4) * item + 24)
-        else:
-            unfold = n_vox * ((n_comp + 4) * item + 24)
-        outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item
-        # 3 % for what the phases leave out (views, ufunc buffers, small temporaries)
-        return int(1.03 * (fixed + max(checks, normalise, iterate, unfold, outputs)))
+        return memory.fit_bytes(self, n_voxels, grid_shape=grid_shape, data_itemsize=data_itemsize)
 
     def block_memory(self, n_voxels: int, *, data_itemsize=None, extra_per_voxel=0) -> int:
         """Peak bytes of one :meth:`fit` call on a 2D block ``(n_voxels, N)``.
@@ -425,13 +484,8 @@ class RumbaSDModel:
         model's dtype), :meth:`fit_memory`, and ``extra_per_voxel`` bytes per
         voxel that the caller keeps alongside (0 voxels need nothing).
         """
-        n_vox = int(n_voxels)
-        if n_vox <= 0:
-            return 0
-        data_item = self.dtype.itemsize if data_itemsize is None else int(data_itemsize)
-        return int(
-            n_vox * (len(self.gtab) * data_item + extra_per_voxel)
-            + self.fit_memory(n_vox, data_itemsize=data_item)
+        return memory.block_bytes(
+            self, n_voxels, data_itemsize=data_itemsize, extra_per_voxel=extra_per_voxel
         )
 
     def block_voxels(self, max_bytes: float, *, data_itemsize=None, extra_per_voxel=0) -> int:
@@ -456,21 +510,9 @@ class RumbaSDModel:
         -------
         int
         """
-        chunk = self.chunk_size or _DEFAULT_CHUNK
-
-        def needed(n_vox: int) -> int:
-            return self.block_memory(
-                n_vox, data_itemsize=data_itemsize, extra_per_voxel=extra_per_voxel
-            )
-
-        if needed(chunk) > max_bytes:
-            return 0
-        # beyond one chunk the memory grows linearly with the voxels
-        per_chunk = max(needed(2 * chunk) - needed(chunk), 1)
-        n_chunks = int((max_bytes - needed(chunk)) // per_chunk) + 1
-        while n_chunks > 1 and needed(n_chunks * chunk) > max_bytes:
-            n_chunks -= 1
-        return n_chunks * chunk
+        return memory.block_voxels(
+            self, max_bytes, data_itemsize=data_itemsize, extra_per_voxel=extra_per_voxel
+        )
 
     def kernel_for(self, gtab) -> np.ndarray:
         """The kernel (N, M + 2) of this model's responses on ``gtab`` (gradient-table-like)."""
@@ -543,7 +585,7 @@ class RumbaSDModel:
                 )
             mask = mask.astype(bool)
         flat_index = np.flatnonzero(mask)
-        voxels = data.reshape(-1, data.shape[-1])[flat_index]
+        voxels = _gather_voxels(data, flat_index)
         finite = np.isfinite(voxels).all(axis=1)
         if not finite.all():
             bad = np.unravel_index(flat_index[~finite][:5], spatial)
@@ -577,38 +619,43 @@ class RumbaSDModel:
         n_comp = self.kernel.shape[1]
         kernel, kept, weight = _fold_antipodal(self.kernel, self.sphere.antipodal_partner)
         kernel = np.ascontiguousarray(kernel, dtype=self.dtype)
-        fodf = np.empty((n_vox, kernel.shape[1]), dtype=self.dtype)
-        fodf[:] = (weight / n_comp).astype(self.dtype)
+        initial = (weight / n_comp).astype(self.dtype)
         settings = RumbaIterationSettings(
             n_iter=self.n_iter, noise_order=self.noise_order, use_tv=self.use_tv, R=self.R
         )
         progress = self.progress
         if self.verbose and progress is None:
             progress = _log_progress
+        chunk_size = self.chunk_size or _DEFAULT_CHUNK
         if n_vox == 0:
             sigma2 = np.zeros(0, dtype=self.dtype)
+            fodf = np.empty((0, kernel.shape[1]), dtype=self.dtype)
         elif self.use_tv:
             grid_mask = _bounding_box(fit_mask)
             if self.verbose:
                 logger.info("global TV fit of %d voxels in a %s box", n_vox, grid_mask.shape)
             # masked voxels in C order of the volume are in C order of their box too
-            sigma2 = _iterate_tv(
+            sigma2, fodf = _iterate_tv(
                 signal,
                 kernel,
-                fodf,
+                initial,
                 settings,
                 grid_mask=grid_mask,
                 tv_scale=weight,
-                chunk_size=self.chunk_size or _DEFAULT_CHUNK,
+                chunk_size=chunk_size,
+                n_threads=self.n_threads,
                 progress=progress,
             )
         else:
+            fodf = np.empty((n_vox, kernel.shape[1]), dtype=self.dtype)
+            fodf[:] = initial
             sigma2 = _iterate_plain(
                 signal,
                 kernel,
                 fodf,
                 settings,
-                chunk_size=self.chunk_size or _DEFAULT_CHUNK,
+                chunk_size=chunk_size,
+                n_threads=self.n_threads,
                 progress=progress,
             )
         if kept is not None:
@@ -621,6 +668,14 @@ class RumbaSDModel:
         total = fodf.sum(axis=1, dtype=np.float64)
         fodf /= (total + _EPS)[:, None].astype(self.dtype)
         return fodf, sigma2
+
+
+def _gather_voxels(data: np.ndarray, flat_index: np.ndarray) -> np.ndarray:
+    """Rows ``data.reshape(-1, N)[flat_index]`` without a C-order copy of ``data``
+    (a NIfTI series is loaded in Fortran order, where ``reshape`` would copy it)."""
+    if data.flags.c_contiguous or data.ndim < 2:
+        return data.reshape(-1, data.shape[-1])[flat_index]
+    return data[np.unravel_index(flat_index, data.shape[:-1])]
 
 
 def _bounding_box(fit_mask: np.ndarray) -> np.ndarray:

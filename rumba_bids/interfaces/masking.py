@@ -95,7 +95,9 @@ class _BrainMaskInputSpec(BaseInterfaceInputSpec):
         usedefault=True,
         desc="keep the largest connected component and fill its holes",
     )
-    num_threads = traits.Int(1, usedefault=True, nohash=True, desc="median filter threads")
+    n_threads = traits.Int(
+        nohash=True, desc="median filter threads (default: every CPU the process may use)"
+    )
 
 
 class _BrainMaskOutputSpec(TraitedSpec):
@@ -121,7 +123,7 @@ class BrainMask(SimpleInterface):
             numpass=self.inputs.numpass,
             dilate=self.inputs.dilate,
             finalize=self.inputs.finalize,
-            n_threads=self.inputs.num_threads,
+            n_threads=self.inputs.n_threads if isdefined(self.inputs.n_threads) else None,
         )
         self._results.update(out_mask=out_mask, method=method)
         return runtime

@@ -205,12 +205,16 @@ def _estimate_from_data(method, dwi_file, bval_file, bvec_file, mask_file, **kwa
             )
         options["sh_order"] = _recursive_sh_order(gtab, options.get("sh_order"))
     data = image_data(dwi, dwi_file)
-    with limit_threads(kwargs["n_threads"]):
+    n_threads = kwargs["n_threads"]
+    # the CSD runs n_threads threads of one BLAS thread each; the FA method is one BLAS call
+    with limit_threads(1 if method == "recursive" else n_threads):
         try:
             if method == "fa":
                 estimate = fa_roi_response(gtab, data, mask=mask, **options)
             else:
-                estimate = recursive_response(gtab, data, mask=mask, **options)
+                estimate = recursive_response(
+                    gtab, data, mask=mask, n_threads=n_threads, **options
+                )
         except ValueError as exc:  # no usable voxel, no convergence: name the data
             raise InputDataError(dwi_file, f"{method} response: {exc}") from exc
     if estimate.converged is False:  # returned anyway, recorded in the sidecar
@@ -261,7 +265,11 @@ class _EstimateResponseInputSpec(BaseInterfaceInputSpec):
         usedefault=True,
         desc="recursive: fail when the response has not converged",
     )
-    num_threads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS threads")
+    n_threads = traits.Int(
+        nohash=True,
+        desc="threads of the estimate (the recursive response's CSD; each with one BLAS "
+        "thread); default: every CPU the process may use",
+    )
 
 
 class _EstimateResponseOutputSpec(TraitedSpec):
@@ -301,7 +309,7 @@ class EstimateResponse(SimpleInterface):
                 "peak_thr": inputs.peak_threshold,
                 "require_convergence": inputs.require_convergence,
             },
-            n_threads=inputs.num_threads,
+            n_threads=given("n_threads"),
         )
         self._results.update(
             response_file=json_file, response_txt=txt_file, response=response_sidecar(estimate)

@@ -1,11 +1,12 @@
 """Fit RUMBA-SD to a DWI series: fODF amplitudes, tissue fractions, SNR, sidecar metadata.
 
 The voxel-wise fit runs in blocks of voxels sized to a memory limit
-(:func:`choose_block_voxels`, from :meth:`RumbaSDModel.fit_memory`), writing
+(:func:`~rumba_bids.core.memory.choose_block_voxels`, from the byte model of
+:mod:`rumba_bids.core.memory`), writing
 the fODF amplitudes through a memory map, so a series of any size fits in the
 memory it is given, with results that do not depend on the block size.  The
 global fit (needed for TV) holds every voxel and is refused up front when it
-cannot fit (:class:`InsufficientMemoryError`).
+cannot fit (:class:`~rumba_bids.core.memory.InsufficientMemoryError`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from nipype.interfaces.base import (
 
 from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, GM_MIN_SHELLS
+from ..core.memory import choose_block_voxels
 from ..core.rumba import RECON_TYPES, RumbaSDModel
 from ..core.sphere import DEFAULT_SPHERE, NAMED_SPHERES, Sphere, get_sphere
 from .errors import InputDataError
 from .files import (
     image_data,
-    limit_threads,
     load_dwi,
     load_mask,
     output_path,
@@ -59,16 +60,6 @@ MODEL_DESCRIPTION = (
 MODEL_URL = "https://doi.org/10.1371/journal.pone.0138910"
 #: Seconds between two progress messages of a running fit.
 PROGRESS_INTERVAL = 5.0
-#: Memory of the process running the fit before it reads any data (interpreter,
-#: numpy/scipy/nibabel/Nipype, BLAS buffers), in bytes.
-FIT_BASE_BYTES = 200e6
-#: Per-voxel 3D maps the fit keeps in memory: f_gm, f_csf, snr, f_wm, f_iso (float32),
-#: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
-_MAP_BYTES_PER_VOXEL = 5 * 4 + 2
-
-
-class InsufficientMemoryError(MemoryError):
-    """The fit cannot run within the memory it was given (says how much it needs)."""
 
 
 def resolve_sphere(sphere) -> Sphere:
@@ -237,92 +228,6 @@ def memory_model(
         voxelwise=fit == "voxelwise" and not use_tv,
         use_tv=use_tv,
     )
-
-
-def fit_memory_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxels=None):
-    """Peak memory (bytes) of :func:`fit_rumba_files` for a 4D series of ``shape``.
-
-    The process (:data:`FIT_BASE_BYTES`), the series' values held in memory,
-    the 3D maps, and the RUMBA-SD fit of one block of ``block_voxels`` voxels
-    (voxel-wise fit) or of every voxel (global fit, which also holds the
-    series as float32).  The fODF amplitudes of the voxel-wise fit are written
-    to a memory-mapped file, not held in memory.
-
-    Parameters
-    ----------
-    model : RumbaSDModel
-        E.g. from :func:`memory_model`.
-    shape : tuple of 4 int
-        Shape (X, Y, Z, N) of the series.
-    values_itemsize : int
-        See :func:`values_itemsize`.
-    n_voxels : int, optional
-        Voxels in the mask (default: every voxel of the grid).
-    block_voxels : int, optional
-        Voxels fitted at once (voxel-wise fit; default: all).
-    """
-    grid = int(np.prod(shape[:3]))
-    n_volumes = int(shape[3])
-    n_voxels = grid if n_voxels is None else int(n_voxels)
-    fixed = FIT_BASE_BYTES + grid * (n_volumes * values_itemsize + _MAP_BYTES_PER_VOXEL)
-    if model.voxelwise:
-        block = n_voxels if block_voxels is None else min(int(block_voxels), n_voxels)
-        per_voxel = _block_bytes_per_voxel(model, n_volumes, values_itemsize)
-        block_bytes = model.block_memory(block, data_itemsize=4, extra_per_voxel=per_voxel)
-        return int(fixed + n_voxels * 9 + block_bytes)
-    loaded = grid * n_volumes * model.dtype.itemsize
-    return int(fixed + loaded + model.fit_memory(n_voxels, grid_shape=shape[:3]))
-
-
-#: Masked voxels per voxel of the grid span a block covers, at least (brain masks: 0.5-0.8);
-#: sets how many pages of the memory-mapped fODF file a block touches.
-MASK_DENSITY = 0.5
-
-
-def _block_bytes_per_voxel(model, n_volumes: int, values_itemsize: int) -> float:
-    """Bytes per voxel of a block beyond :meth:`RumbaSDModel.block_memory`'s float32 input:
-    the block as stored, its voxel coordinates, and the pages of the fODF file it maps."""
-    return n_volumes * values_itemsize + 24 + len(model.sphere) * 4 / MASK_DENSITY
-
-
-def choose_block_voxels(model, shape, *, max_bytes, values_itemsize=2, n_voxels=None) -> int:
-    """Voxels per block of the voxel-wise fit within ``max_bytes`` (all of them if possible).
-
-    Raises
-    ------
-    InsufficientMemoryError
-        When not even one chunk of voxels fits, with the memory needed.
-    """
-    n_voxels = int(np.prod(shape[:3])) if n_voxels is None else int(n_voxels)
-    if not model.voxelwise:
-        needed = fit_memory_bytes(model, shape, values_itemsize=values_itemsize, n_voxels=n_voxels)
-        if needed > max_bytes:
-            raise InsufficientMemoryError(
-                f"the global fit of {n_voxels} voxels needs {needed / 1e9:.2f} GB but only "
-                f"{max_bytes / 1e9:.2f} GB are allowed"
-            )
-        return n_voxels
-    fixed = fit_memory_bytes(
-        model, shape, values_itemsize=values_itemsize, n_voxels=n_voxels, block_voxels=0
-    )
-    per_voxel = _block_bytes_per_voxel(model, shape[3], values_itemsize)
-    whole = model.block_memory(n_voxels, data_itemsize=4, extra_per_voxel=per_voxel)
-    if fixed + whole <= max_bytes:
-        return n_voxels
-    block = model.block_voxels(max_bytes - fixed, data_itemsize=4, extra_per_voxel=per_voxel)
-    if block == 0:
-        needed = fit_memory_bytes(
-            model,
-            shape,
-            values_itemsize=values_itemsize,
-            n_voxels=n_voxels,
-            block_voxels=model.chunk_size or 1024,
-        )
-        raise InsufficientMemoryError(
-            f"the voxel-wise fit needs at least {needed / 1e9:.2f} GB but only "
-            f"{max_bytes / 1e9:.2f} GB are allowed"
-        )
-    return min(block, n_voxels)
 
 
 def create_nifti(reference, path, n_volumes: int) -> dict:
@@ -511,7 +416,8 @@ def fit_rumba_files(
         Sphere name or vertex file, see :func:`resolve_sphere`.
     b0_threshold : float
     n_threads : int, optional
-        BLAS threads of the fit.
+        Threads of the fit (each with one BLAS thread; default: every CPU the
+        process may use).  Results do not depend on it.
     chunk_size : int, optional
         Voxels per batch of the fit.
     max_memory_gb : float, optional
@@ -549,6 +455,7 @@ def fit_rumba_files(
         sphere=resolve_sphere(sphere),
         chunk_size=chunk_size,
         progress=ProgressLogger(f"RUMBA-SD fit of {os.path.basename(dwi_file)}"),
+        n_threads=n_threads,
         **options,
     )
 
@@ -569,10 +476,9 @@ def fit_rumba_files(
     # an intermediate the size of voxels x directions: uncompressed is faster
     outputs = {"fod_amplitudes": out("_fodamplitudes", ".nii")}
     if model.voxelwise:
-        with limit_threads(n_threads):
-            maps, result = fit_voxelwise_blocks(
-                model, dwi, dwi_file, mask, outputs["fod_amplitudes"], block_voxels=block_voxels
-            )
+        maps, result = fit_voxelwise_blocks(
+            model, dwi, dwi_file, mask, outputs["fod_amplitudes"], block_voxels=block_voxels
+        )
         if result.n_blocks > 1:
             logger.info(
                 "RUMBA-SD fitted in %d blocks of %d voxels (memory limit %.2f GB)",
@@ -582,11 +488,10 @@ def fit_rumba_files(
             )
     else:
         data = image_data(dwi, dwi_file)
-        with limit_threads(n_threads):
-            try:
-                result = model.fit(data, mask=mask)
-            except ValueError as exc:  # NaN/inf voxels in the mask
-                raise InputDataError(dwi_file, str(exc)) from exc
+        try:
+            result = model.fit(data, mask=mask)
+        except ValueError as exc:  # NaN/inf voxels in the mask
+            raise InputDataError(dwi_file, str(exc)) from exc
         del data
         save_like(result.odf(dtype=None), dwi, outputs["fod_amplitudes"])
         maps = {name: getattr(result, name) for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr")}
@@ -646,7 +551,11 @@ class _FitRumbaInputSpec(BaseInterfaceInputSpec):
         desc="memory the fit may use (GB): the voxel-wise fit runs in blocks of voxels "
         "that fit (identical results); default: no limit",
     )
-    num_threads = traits.Int(1, usedefault=True, nohash=True, desc="BLAS threads")
+    n_threads = traits.Int(
+        nohash=True,
+        desc="threads of the fit, each with one BLAS thread (default: every CPU the "
+        "process may use); give the node the same n_procs",
+    )
 
 
 class _FitRumbaOutputSpec(TraitedSpec):
@@ -663,8 +572,8 @@ class _FitRumbaOutputSpec(TraitedSpec):
 class FitRumba(SimpleInterface):
     """RUMBA-SD fit of a DWI series (see :func:`fit_rumba_files`).
 
-    BLAS runs with ``num_threads`` threads (through :mod:`threadpoolctl`); give
-    the node the same ``n_procs``, and ``mem_gb`` from
+    The fit runs on ``n_threads`` threads, BLAS on one thread each; give the
+    node the same ``n_procs``, and ``mem_gb`` from
     :func:`rumba_bids.workflows.rumba.estimate_mem_gb` (and that value as
     ``max_memory_gb`` when it is capped), so that schedulers reserve what the
     fit uses.  Progress is logged to ``nipype.interface`` at most every
@@ -678,7 +587,7 @@ class FitRumba(SimpleInterface):
         inputs = self.inputs
         optional = {
             name: getattr(inputs, name) if isdefined(getattr(inputs, name)) else None
-            for name in ("mask_file", "chunk_size", "max_memory_gb")
+            for name in ("mask_file", "chunk_size", "max_memory_gb", "n_threads")
         }
         self._results.update(
             fit_rumba_files(
@@ -692,7 +601,6 @@ class FitRumba(SimpleInterface):
                 fit=inputs.fit,
                 sphere=inputs.sphere,
                 b0_threshold=inputs.b0_threshold,
-                n_threads=inputs.num_threads,
                 n_iter=inputs.n_iter,
                 recon_type=inputs.recon_type,
                 n_coils=inputs.n_coils,

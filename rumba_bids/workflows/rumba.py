@@ -15,6 +15,7 @@ from nipype.pipeline import engine as pe
 
 from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.kernel import DEFAULT_CSF_RESPONSE
+from ..core.memory import fod_node_bytes, process_bytes, series_node_bytes
 from ..core.response import METHODS as RESPONSE_METHODS
 from ..core.rumba import RECON_TYPES
 from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, n_sh_coefficients
@@ -27,7 +28,6 @@ from ..interfaces.rumba import (
     FIT_DEFAULTS,
     FIT_MODES,
     FitRumba,
-    fit_memory_bytes,
     memory_model,
     resolve_sphere,
     values_itemsize,
@@ -94,9 +94,10 @@ def estimate_mem_gb(
 ):
     """Memory (GB) to reserve for the nodes of :func:`init_rumba_wf`.
 
-    Reads only the image header (or assumes :data:`REFERENCE_DWI_SHAPE`), and
-    counts every voxel of the grid unless ``n_voxels`` is given (an upper
-    bound: the mask is not known yet).
+    Reads only the image header (or assumes :data:`REFERENCE_DWI_SHAPE`).  The
+    fit counts ``n_voxels`` voxels (default: every voxel of the grid, an upper
+    bound when the mask is not known yet); the nodes reading the series or the
+    fODF always hold the whole grid.
 
     Parameters
     ----------
@@ -120,28 +121,33 @@ def estimate_mem_gb(
     Returns
     -------
     dict
-        ``'dwi'``: nodes reading the series (brain mask, response), about 12
-        bytes per value (measured peak RSS);
-        ``'fit'``: the RUMBA-SD fit, from
-        :func:`rumba_bids.interfaces.rumba.fit_memory_bytes` (per-voxel arrays
-        of :meth:`RumbaSDModel.fit_memory`, checked with tracemalloc);
-        ``'fod'``: SH fit and peak extraction, which read the fODF slab by slab.
+        ``'dwi'``: nodes reading the series (brain mask, response),
+        :func:`rumba_bids.core.memory.series_node_bytes`;
+        ``'fit'``: the RUMBA-SD fit of the ``n_voxels`` voxels,
+        :func:`rumba_bids.core.memory.process_bytes`;
+        ``'fod'``: SH fit and peak extraction, which read the fODF slab by slab,
+        :func:`rumba_bids.core.memory.fod_node_bytes`.  All from the one byte
+        model of :mod:`rumba_bids.core.memory`.
     """
     shape, itemsize, bvals = _series_facts(dwi_file, bval_file)
-    n_voxels = float(np.prod(shape[:3]))
-    n_volumes = shape[3]
-    model = memory_model(n_volumes, bvals=bvals, sphere=sphere, fit=fit, use_tv=use_tv)
-    fit_bytes = fit_memory_bytes(
+    grid_voxels = int(np.prod(shape[:3]))
+    n_voxels = grid_voxels if n_voxels is None else min(int(n_voxels), grid_voxels)
+    model = memory_model(shape[3], bvals=bvals, sphere=sphere, fit=fit, use_tv=use_tv)
+    fit_bytes = process_bytes(
         model, shape, values_itemsize=itemsize, n_voxels=n_voxels, block_voxels=block_voxels
     )
-    n_directions = len(model.sphere) + 2
+    fod_bytes = fod_node_bytes(
+        grid_voxels,
+        n_directions=len(model.sphere),
+        n_sh=n_sh_coefficients(sh_order),
+        npeaks=npeaks,
+        slab=SLAB_VOXELS,
+    )
     gb = 1e-9
-    slab = min(n_voxels, SLAB_VOXELS) * n_directions * 10  # measured: 2.5 float32 copies
-    fod_bytes = n_voxels * (n_sh_coefficients(sh_order) + 4 * npeaks + 1) * 4 + slab
     return {
-        "dwi": round(0.1 + 12 * n_voxels * n_volumes * gb, 2),
+        "dwi": round(series_node_bytes(shape) * gb, 2),
         "fit": round(fit_bytes * gb + 0.005, 2),
-        "fod": round(0.1 + fod_bytes * gb, 2),
+        "fod": round(fod_bytes * gb, 2),
     }
 
 
@@ -388,7 +394,7 @@ def init_rumba_wf(
         mem_gb=SMALL_NODE_MEM_GB,
     )
     brain_mask = pe.Node(
-        BrainMask(b0_threshold=b0_threshold, num_threads=omp_nthreads),
+        BrainMask(b0_threshold=b0_threshold, n_threads=omp_nthreads),
         name="brain_mask",
         n_procs=omp_nthreads,
         mem_gb=memory["dwi"],
@@ -398,7 +404,7 @@ def init_rumba_wf(
             method=response,
             wm_response=None if wm_response is None else tuple(float(v) for v in wm_response),
             b0_threshold=b0_threshold,
-            num_threads=omp_nthreads,
+            n_threads=omp_nthreads,
             **(response_options or {}),
         ),
         name="estimate_response",
@@ -419,7 +425,7 @@ def init_rumba_wf(
             csf_response=csf_response,
             sphere=sphere,
             b0_threshold=b0_threshold,
-            num_threads=omp_nthreads,
+            n_threads=omp_nthreads,
             **({} if max_memory_gb is None else {"max_memory_gb": float(max_memory_gb)}),
         ),
         name="fit_rumba",

@@ -1,11 +1,30 @@
-import numpy as np
+import importlib.util
+from pathlib import Path
 
-from rumba_bids.core.tv import TV_EPSILON, divergence_of_normalised_gradient, tv_factor
+import numpy as np
+import pytest
+
+from rumba_bids.core import tv
+from rumba_bids.core.tv import (
+    TV_EPSILON,
+    TVLayout,
+    divergence_of_normalised_gradient,
+    tv_factor,
+)
+
+
+def _reference():
+    """The whole-volume TV of main before the slab-wise one (benchmarks/tv_reference.py)."""
+    path = Path(__file__).parents[2] / "benchmarks" / "tv_reference.py"
+    spec = importlib.util.spec_from_file_location("tv_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _grad(u):
     out = []
-    for axis in range(3):
+    for axis in range(1, 4):
         g = np.zeros_like(u)
         if u.shape[axis] > 1:
             g = np.diff(u, axis=axis, append=np.take(u, [-1], axis=axis))
@@ -16,38 +35,82 @@ def _grad(u):
 def test_divergence_is_minus_adjoint_of_gradient():
     """<grad u, p> = -<u, div p> with the normalised field p of v."""
     rng = np.random.default_rng(0)
-    u = rng.random((5, 4, 3, 2))
-    v = rng.random((5, 4, 3, 2))
+    u = rng.random((2, 5, 4, 3))
+    v = rng.random((2, 5, 4, 3))
     grads_v = _grad(v)
     norm = np.sqrt(TV_EPSILON**2 + sum(g**2 for g in grads_v))
     p = [g / norm for g in grads_v]
-    div = divergence_of_normalised_gradient(v)
+    div = divergence_of_normalised_gradient(v.copy())
     lhs = sum((gu * pp).sum() for gu, pp in zip(_grad(u), p))
     np.testing.assert_allclose(lhs, -(u * div).sum(), rtol=1e-10)
 
 
 def test_singleton_axis_contributes_nothing():
     rng = np.random.default_rng(1)
-    u = rng.random((6, 5, 1, 3))
-    div3 = divergence_of_normalised_gradient(u)
-    div2 = divergence_of_normalised_gradient(u[:, :, 0:1, :].repeat(1, axis=2))
-    np.testing.assert_allclose(div3, div2)
+    u = rng.random((3, 6, 5, 1))
+    div3 = divergence_of_normalised_gradient(u.copy())
+    div2 = divergence_of_normalised_gradient(u.copy(), axes=(0, 1))
+    np.testing.assert_array_equal(div3, div2)
     assert np.all(np.isfinite(div3))
 
 
-def test_factor_constant_field_is_one_and_blocks_agree(monkeypatch):
+def test_factor_constant_field_is_one_and_options_agree():
     mask = np.ones((4, 4, 4), bool)
     weights = np.full((64, 10), 0.1, dtype=np.float32)
-    out = tv_factor(weights, mask, 0.01)
-    np.testing.assert_allclose(out, 1.0, rtol=1e-6)
+    np.testing.assert_allclose(tv_factor(weights, mask, 0.01), 1.0, rtol=1e-6)
     rng = np.random.default_rng(2)
     weights = rng.random((64, 10)).astype(np.float32)
     whole = tv_factor(weights, mask, 0.01)
-    import rumba_bids.core.tv as tv
-
-    monkeypatch.setattr(tv, "TV_BLOCK_BYTES", 4 * 64 * 6 * 3)  # 3 components per block
-    np.testing.assert_array_equal(tv_factor(weights, mask, 0.01), whole)
     per_voxel = tv_factor(weights, mask, np.full(64, 0.01, np.float32))
     np.testing.assert_allclose(per_voxel, whole, rtol=1e-6)
     scaled = tv_factor(2 * weights, mask, 0.01, scale=np.full(10, 2.0))
     np.testing.assert_allclose(scaled, whole, rtol=1e-6)
+
+
+MASKS = {
+    "3d": ((12, 11, 9), 0.5),
+    "thin-x": ((30, 8, 7), 0.4),
+    "one-x-slice": ((1, 7, 5), 0.3),
+    "one-y-row": ((7, 1, 5), 0.2),
+    "one-z-slice": ((9, 6, 1), 0.2),
+    "dense": ((6, 5, 4), 0.0),
+}
+
+
+@pytest.mark.parametrize("case", MASKS, ids=list(MASKS))
+@pytest.mark.parametrize("slab_voxels", [1, 7, 10**6], ids=["slice", "few", "whole"])
+def test_slabs_give_the_whole_volume_factor(case, slab_voxels, monkeypatch):
+    """Slabs of one slice, of a few voxels and the whole box (with every block size)
+    give the factor of the whole-volume reference to float32 round-off (1-2 ulp):
+    halos, crops and the box's edges are right."""
+    shape, empty = MASKS[case]
+    rng = np.random.default_rng(3)
+    mask = rng.random(shape) >= empty
+    n_vox, n_comp = int(mask.sum()), 7
+    weights = rng.random((n_vox, n_comp)).astype(np.float32)
+    weights[rng.random(weights.shape) < 0.2] = 0  # flat regions: the gradient norm's eps
+    scale = np.r_[np.full(5, 2.0), 1.0, 1.0]
+    reference = _reference()
+    monkeypatch.setattr(tv, "TV_SLAB_VOXELS", slab_voxels)
+    for block in (1, 3, 10**6):
+        monkeypatch.setattr(tv, "TV_BLOCK_VALUES", block * mask.size)
+        for lam in (0.01, rng.random(n_vox).astype(np.float32) * 0.05):
+            expected = reference.tv_factor(weights, mask, lam, scale=scale)
+            got = tv_factor(weights, mask, lam, scale=scale)
+            np.testing.assert_allclose(got, expected, rtol=3e-7, atol=0)
+
+
+def test_layout_slabs_cover_every_voxel_once():
+    rng = np.random.default_rng(4)
+    mask = rng.random((20, 9, 8)) < 0.5
+    mask[7] = False  # an empty slice inside the box
+    layout = TVLayout(mask, slab_voxels=40)
+    rows = np.concatenate([np.arange(s.rows.start, s.rows.stop) for s in layout.slabs])
+    np.testing.assert_array_equal(rows, np.arange(mask.sum()))
+    assert len(layout.slabs) > 3 and layout.axes == (0, 1, 2)
+    for slab in layout.slabs:
+        assert slab.source.shape == (slab.n_points,)
+        assert len(slab.gather) == slab.rows.stop - slab.rows.start
+        assert slab.source.max() == mask.sum()  # the zero column, outside the mask
+    with pytest.raises(ValueError, match="3D"):
+        TVLayout(np.ones((4, 4), bool))

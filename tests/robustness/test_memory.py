@@ -19,17 +19,11 @@ from rumba_bids.cli.checks import RunFacts
 from rumba_bids.cli.collect import CollectedRun
 from rumba_bids.cli.resources import InsufficientMemoryError, check_memory, format_gb
 from rumba_bids.cli.settings import ModelOptions
+from rumba_bids.core.memory import choose_block_voxels
+from rumba_bids.core.memory import process_bytes as fit_memory_bytes
 from rumba_bids.core.phantoms import make_acquisition
 from rumba_bids.core.rumba import RumbaSDModel
-from rumba_bids.interfaces.rumba import (
-    InsufficientMemoryError as FitMemoryError,
-)
-from rumba_bids.interfaces.rumba import (
-    choose_block_voxels,
-    fit_memory_bytes,
-    fit_voxelwise_blocks,
-    memory_model,
-)
+from rumba_bids.interfaces.rumba import fit_voxelwise_blocks, memory_model
 from rumba_bids.workflows.rumba import minimum_mem_gb
 
 from .helpers import derivative_files, run_app, run_in_process
@@ -47,12 +41,16 @@ def _series(rng, shape, gtab, *, dtype=np.int16):
     ids=["voxelwise", "global", "tv", "repulsion100"],
 )
 @pytest.mark.parametrize("bvals", [(2000.0,), (1000.0, 2000.0, 3000.0)], ids=["1shell", "3shells"])
-def test_fit_memory_bounds_what_the_fit_allocates(options, bvals):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fit_memory_bounds_what_the_fit_allocates(options, bvals, n_threads):
     """:meth:`RumbaSDModel.fit_memory` against tracemalloc's peak: never below it, at
-    most 10 % above without TV and 30 % with TV."""
+    most 10 % above without TV and 30 % with TV on one thread.  With two threads the
+    work arrays of two chunks may be alive at once, or not, from run to run (measured:
+    the same fit peaks at 3.7 or 5.3 MB): never below, and above by at most the
+    bound of one thread plus the second thread's work arrays."""
     rng = np.random.default_rng(0)
     gtab = make_acquisition(n_b0=6, n_dirs=40, bvals=bvals)
-    model = RumbaSDModel(gtab, n_iter=2, **options)
+    model = RumbaSDModel(gtab, n_iter=2, n_threads=n_threads, **options)
     shape = (18, 16, 12)
     data = _series(rng, shape, gtab, dtype=np.float32)
     mask = rng.random(shape) < 0.6
@@ -64,7 +62,9 @@ def test_fit_memory_bounds_what_the_fit_allocates(options, bvals):
         tracemalloc.stop()
     estimate = model.fit_memory(int(mask.sum()), grid_shape=shape)
     upper = 1.3 if model.use_tv else 1.1
-    assert peak <= estimate <= upper * peak, (peak, estimate)
+    one_thread = RumbaSDModel(gtab, n_iter=2, n_threads=1, **options)
+    second_worker = estimate - one_thread.fit_memory(int(mask.sum()), grid_shape=shape)
+    assert peak <= estimate <= upper * peak + second_worker, (peak, estimate)
 
 
 def test_block_voxels_is_the_largest_multiple_of_the_chunk_that_fits():
@@ -128,10 +128,11 @@ def test_block_size_follows_the_memory_limit(series):
     assert choose_block_voxels(model, image.shape, max_bytes=least + 1) == 1024
     everything = fit_memory_bytes(model, image.shape)
     assert choose_block_voxels(model, image.shape, max_bytes=everything) == 20 * 22 * 14
-    with pytest.raises(FitMemoryError, match=r"needs at least 0\.\d\d GB but only 0\.10 GB"):
+    message = r"needs at least 0\.\d\d GB but only 0\.10 GB"
+    with pytest.raises(InsufficientMemoryError, match=message):
         choose_block_voxels(model, image.shape, max_bytes=0.1e9)
     global_model = memory_model(image.shape[3], fit="global")
-    with pytest.raises(FitMemoryError, match="the global fit of 6160 voxels needs"):
+    with pytest.raises(InsufficientMemoryError, match="the global fit of 6160 voxels needs"):
         choose_block_voxels(global_model, image.shape, max_bytes=0.21e9)
 
 

@@ -145,7 +145,7 @@ def test_graph_fields_resources_and_options(small_64d):
     fit = workflow.get_node("fit_rumba")
     assert (fit.n_procs, fit.mem_gb) == (3, mem["fit"])
     assert (fit.inputs.n_iter, fit.inputs.fit, fit.inputs.use_tv) == (42, "global", True)
-    assert fit.inputs.gm_response is None and fit.inputs.num_threads == 3
+    assert fit.inputs.gm_response is None and fit.inputs.n_threads == 3
     assert workflow.get_node("brain_mask").n_procs == 3
     assert workflow.get_node("extract_peaks").inputs.npeaks == 3
     assert workflow.get_node("fod_to_sh").mem_gb == mem["fod"]
