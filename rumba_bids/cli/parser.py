@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .. import __version__
+from ..core.defaults import FOD_SCALES
 from .errors import (
     EXIT_CODE_HELP,
     InputMissingError,
@@ -21,6 +22,7 @@ from .errors import (
 )
 from .settings import (
     DEFAULT_CSF_RESPONSE,
+    DEFAULT_FOD_SCALE,
     DEFAULT_GM_RESPONSE,
     DEFAULT_MIN_SEPARATION_ANGLE,
     DEFAULT_N_ITER,
@@ -39,6 +41,8 @@ PROG = "rumba-bids"
 ANALYSIS_LEVELS = ("participant", "group")
 RESPONSES = ("default", "fa", "recursive", "file")
 SPHERES = ("repulsion724", "symmetric362", "repulsion200", "repulsion100")
+#: Input layouts (QSIRecon's spelling of --input-type).
+INPUT_TYPES = ("bids", "qsiprep", "hcpya")
 #: Largest plausible diffusivity in mm^2/s (free water at body temperature is 3e-3).
 MAX_DIFFUSIVITY = 5e-3
 
@@ -192,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip_bids_validation",
         action="store_true",
         help="do not run the BIDS validator (bids-validator-deno) on bids_dir",
+    )
+    select.add_argument(
+        "--input-type",
+        "--input_type",
+        choices=INPUT_TYPES,
+        default=None,
+        help="layout of bids_dir: bids (raw BIDS or a BIDS derivative; FSL b-vectors), "
+        "qsiprep (QSIPrep derivatives; image-axis b-vectors), hcpya (HCP-YA "
+        "<subject>/T1w/Diffusion/ trees; FSL b-vectors); default: detected",
     )
     select.add_argument(
         "--mask-file",
@@ -393,6 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the fODF sampled on the sphere (desc-amplitudes; large)",
     )
+    model.add_argument(
+        "--fod-scale",
+        choices=FOD_SCALES,
+        default=DEFAULT_FOD_SCALE,
+        help="unit of the fODF outputs (SH, amplitudes, peaks): density (default; 1/sr, "
+        "integral over the sphere = f_wm, independent of --sphere, what MRtrix3 expects) "
+        "or weights (one weight per sphere direction summing to f_wm: DIPY's RumbaFit.odf)",
+    )
     return parser
 
 
@@ -403,6 +424,21 @@ def _check_diffusivity(value: float, flag: str) -> float:
             "convert from um^2/ms by multiplying by 1e-3"
         )
     return float(value)
+
+
+def check_sh_order(model) -> None:
+    """Refuse a --sh-order the --sphere cannot determine (distinct axes >= SH coefficients).
+
+    Called once BLAS threads are set (it loads numpy), before anything is written.
+    """
+    from ..workflows.rumba import check_sh_order as check
+
+    try:
+        check(model.sh_order, model.sphere)
+    except ValueError as error:
+        raise UsageError(
+            "--sh-order / --sphere: " + str(error).replace("sh_order", "--sh-order")
+        ) from error
 
 
 def _model_options(args) -> ModelOptions:
@@ -466,6 +502,7 @@ def _model_options(args) -> ModelOptions:
         peak_threshold=args.peak_threshold,
         min_separation_angle=args.min_separation_angle,
         write_amplitudes=args.write_amplitudes,
+        fod_scale=args.fod_scale,
     )
 
 
@@ -661,6 +698,7 @@ def parse_settings(argv=None) -> Settings:
         session_label=tuple(dict.fromkeys(args.session_label)),
         bids_filters=MappingProxyType(filters),
         skip_bids_validation=args.skip_bids_validation,
+        input_type=args.input_type,
         mask_file=mask_file,
         nprocs=nprocs,
         omp_nthreads=omp_nthreads,

@@ -60,15 +60,13 @@ def memory_limit_gb(mem_gb: float | None) -> float | None:
     return None if machine is None else MACHINE_MEMORY_SHARE * machine
 
 
-def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> dict:
+def check_memory(run, model, *, limit_gb: float, from_option: bool) -> dict:
     """Raise :class:`InsufficientMemoryError` when a step of ``run`` cannot fit in ``limit_gb``.
 
     Parameters
     ----------
-    run : CollectedRun
-        Its DWI and b-value files.
-    facts : RunFacts
-        From the pre-flight (shape, b-values, mask size).
+    run : rumba_bids.inputs.record.DwiRun
+        Its DWI and b-value files, and the pre-flight's facts (mask size).
     model : ModelOptions
     limit_gb : float
     from_option : bool
@@ -89,7 +87,7 @@ def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> di
         use_tv=model.use_tv,
         sh_order=model.sh_order,
         npeaks=model.npeaks,
-        n_voxels=facts.mask_voxels,
+        n_voxels=run.mask_voxels,
     )
     step, needed = max(minimum.items(), key=lambda item: item[1])
     if needed <= limit_gb:
@@ -98,7 +96,7 @@ def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> di
     where = f"--mem is {limit}" if from_option else f"this machine allows {limit}"
     hints = ["raise --mem" if from_option else "run it on a machine with more memory"]
     if step == "fit" and model.fit == "global":
-        counted = "the mask's voxels" if facts.mask_voxels else "every voxel of the grid"
+        counted = "the mask's voxels" if run.mask_voxels else "every voxel of the grid"
         hints.append(f"use --fit voxelwise (processed in blocks that fit); counted: {counted}")
     if step == "fit" and model.sphere != "repulsion100":
         hints.append("use a smaller --sphere")

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from ..core.defaults import (
     DEFAULT_CSF_RESPONSE,
+    DEFAULT_FOD_SCALE,
     DEFAULT_GM_RESPONSE,
     DEFAULT_MIN_SEPARATION_ANGLE,
     DEFAULT_N_COILS,
@@ -62,6 +63,7 @@ class ModelOptions:
     peak_threshold: float = DEFAULT_PEAK_THRESHOLD
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
     write_amplitudes: bool = False
+    fod_scale: str = DEFAULT_FOD_SCALE
 
     def gm_enabled(self, n_shells: int) -> bool:
         """Whether the GM compartment is fitted for data with ``n_shells`` non-zero shells."""
@@ -83,6 +85,7 @@ class Settings:
     session_label: tuple[str, ...] = ()
     bids_filters: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     skip_bids_validation: bool = False
+    input_type: str | None = None
     mask_file: Path | None = None
     nprocs: int = 1
     #: Threads of one step; None until the runs are known (then ``nprocs`` shared among them).

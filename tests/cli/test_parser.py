@@ -180,3 +180,17 @@ def test_help_is_readable():
     assert "73  cannot create output" in text
     assert max(len(line) for line in text.splitlines()) < 100
     assert Path(__file__).exists()
+
+
+def test_fod_scale_reaches_the_workflow(bids):
+    from rumba_bids.cli.run import rumba_options
+    from rumba_bids.core.defaults import DEFAULT_FOD_SCALE
+    from rumba_bids.workflows.rumba import init_rumba_wf
+
+    assert parse(bids).model.fod_scale == DEFAULT_FOD_SCALE == "density"
+    model = parse(bids, "--fod-scale", "weights").model
+    options = rumba_options(model)
+    assert options["fod_scale"] == "weights"
+    workflow = init_rumba_wf(**options)
+    assert workflow.get_node("fit_rumba").inputs.fod_scale == "weights"
+    assert code_of(bids, "--fod-scale", "sum")[0] == ExitCode.USAGE

@@ -226,3 +226,14 @@ def test_bessel_ratio_error_is_the_documented_one(order):
     # the bound holds, and is tight (within 10 %)
     assert 0.9 * BESSEL_DOCUMENTED[order] < error.max() <= BESSEL_DOCUMENTED[order]
     np.testing.assert_allclose(approx, dipy_rumba.mbessel_ratio(order, BESSEL_GRID), rtol=1e-12)
+
+
+def test_core_peaks_from_model_fits_once_and_takes_the_global_fit(gtab, crossing):
+    from rumba_bids.core import extract_peaks, peaks_from_model
+
+    for voxelwise in (True, False):
+        model = RumbaSDModel(gtab, n_iter=30, sphere="symmetric362", voxelwise=voxelwise)
+        peaks = peaks_from_model(model, crossing, None, 0.5, 25)
+        expected = extract_peaks(model.fit(crossing).odf(), model.sphere)
+        np.testing.assert_array_equal(peaks.indices, expected.indices)
+        assert (peaks.indices >= 0).sum(-1)[:, :, 0].tolist() == [[1, 1], [2, 2], [1, 1]]
