@@ -1,8 +1,13 @@
 # rumba-bids BIDS-App container.
 #
-#   docker build -t rumbabids/rumba-bids:dev .
-#   docker run --rm -v /data/bids:/data:ro -v /data/out:/out rumbabids/rumba-bids:dev \
-#       /data /out participant --participant-label 01
+#   docker build -t rumbabids/rumba-bids:dev .      # or: bash tools/build_image.sh TAG (podman)
+#   docker run --rm --read-only --tmpfs /tmp --network none --user "$(id -u):$(id -g)" \
+#       -v /data/bids:/data:ro -v /data/out:/out -v /data/work:/work rumbabids/rumba-bids:dev \
+#       /data /out participant --participant-label 01 -w /work
+#
+# Mount a writable work directory (or use -w /tmp/work with --tmpfs /tmp): the default,
+# <output_dir>/../work, is /work here, which a non-root user cannot create in the image
+# (exit 73).
 #
 # The install below is the one .ci/run tests: the same pip, the same constraints file
 # (requirements/constraints.txt, pinned runtime + test versions from one resolve), so what CI
@@ -13,8 +18,11 @@
 # written under $HOME: HOME and the matplotlib / Deno caches point at /tmp, which exists and is
 # writable for any --user and under `apptainer run --containall`.
 
-# Python minor version = the one requirements/constraints.txt was resolved with.
-FROM python:3.11.14-slim-bookworm
+# Python minor version = the one requirements/constraints.txt was resolved with. A build
+# argument so that a local stand-in can replace it where no registry is reachable
+# (tools/build_image.sh: Debian bookworm from debootstrap + Debian's python3 3.11).
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG BUILD_DATE=unknown

@@ -1,15 +1,21 @@
-"""Shared fixtures: small DWI datasets on disk (synthetic 5x5x5 and DIPY's real small_64D)."""
+"""Shared fixtures: small DWI datasets on disk (synthetic 5x5x5, DIPY's small_64D, the demo)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rumba_bids.cli.demo import make_demo_dataset
 from rumba_bids.core.phantoms import add_rician_noise, make_acquisition, multi_tensor_signal
+
+#: Demo grid of the command-line and input tests: small enough to be fast, large enough
+#: for median_otsu to find the brain.
+TEST_SHAPE = (32, 36, 26)
 
 #: Fibre direction of the synthetic phantom in the voxel (ijk) frame; oblique in x and y
 #: so that a wrong FSL x-flip would show as a wrong peak direction.
@@ -114,3 +120,19 @@ def small_64d(dipy_data_dir) -> DwiFiles:
         bval_file=str(dipy_data_dir / "small_64D.bval"),
         bvec_file=str(dipy_data_dir / "small_64D.bvec"),
     )
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory):
+    """The demo dataset (2 subjects, sub-01 with 2 sessions, sub-02 multi-shell); read only."""
+    root = tmp_path_factory.mktemp("demo") / "bids"
+    make_demo_dataset(root, n_subjects=2, n_sessions=2, seed=1, shape=TEST_SHAPE)
+    return root
+
+
+@pytest.fixture
+def demo_copy(demo_template, tmp_path):
+    """A private, modifiable copy of the demo dataset (without the ground truth)."""
+    target = tmp_path / "bids"
+    shutil.copytree(demo_template, target, ignore=shutil.ignore_patterns("derivatives"))
+    return target

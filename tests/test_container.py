@@ -1,9 +1,10 @@
 """Static checks of the container recipe, the pinned install and the CircleCI configuration.
 
-Docker cannot run in the test environment, so everything that can be decided from the files is
-checked here (hadolint, COPY sources and the build context, runtime settings, the constraints
-file shared by .ci/run and the Dockerfile, the CI configuration and the scripts it calls);
-building and running the image is CircleCI's build job (tools/smoke_test.sh).
+Everything that can be decided from the files is checked here (hadolint, COPY sources and the
+build context, runtime settings, the constraints file shared by .ci/run and the Dockerfile, the
+CI configuration and the scripts it calls). The built image is run by
+tests/test_container_image.py (.ci/run builds it with tools/build_image.sh) and by CircleCI's
+build job (tools/smoke_test.sh).
 """
 
 from __future__ import annotations
@@ -260,10 +261,15 @@ def test_labels_name_version_source_and_licence(instructions):
 
 
 def test_base_image_is_pinned_to_the_python_of_the_constraints(instructions):
+    """FROM ${BASE_IMAGE}, a build argument declared before it (tools/build_image.sh passes a
+    local stand-in where no registry is reachable) whose default is a pinned python image."""
     base = [args for keyword, args in instructions if keyword == "FROM"]
-    assert len(base) == 1
-    match = re.fullmatch(r"python:(\d+)\.(\d+)\.(\d+)-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base[0])
-    assert match, f"base image {base[0]} is not a pinned python:X.Y.Z-slim image"
+    assert base == ["${BASE_IMAGE}"], base
+    assert instructions[0][0] == "ARG", "ARG BASE_IMAGE must come before FROM"
+    default = docker_key_values(instructions[0][1]).get("BASE_IMAGE")
+    pattern = r"python:(\d+)\.(\d+)\.(\d+)-slim(-\w+)?(@sha256:[0-9a-f]{64})?"
+    match = re.fullmatch(pattern, default or "")
+    assert match, f"default base image {default} is not a pinned python:X.Y.Z-slim image"
     header = re.search(r"CPython (\d+)\.(\d+)", (REPO / CONSTRAINTS).read_text())
     assert header and header.groups() == match.groups()[:2], (
         "requirements/constraints.txt was resolved for another Python than the image's"
@@ -508,3 +514,17 @@ def test_check_outputs_matches_placeholders_within_one_directory(tmp_path, capsy
     err = capsys.readouterr().err
     assert "unexpected output: extra.json" in err and "missing output:    sub-01/b.nii.gz" in err
     assert check_outputs.main([str(tmp_path / "absent"), str(expected)]) == 2
+
+
+def test_ci_builds_the_image_with_the_script_the_image_test_names(circleci):
+    """.ci/run builds with tools/build_image.sh and hands the tag to tests/test_container_image.py
+    (RUMBA_BIDS_TEST_IMAGE); CircleCI's build job uses the same script."""
+    text = CI_RUN.read_text()
+    build = text.index("bash tools/build_image.sh")
+    assert "export RUMBA_BIDS_TEST_IMAGE=" in text[:build]
+    assert text.index("pytest") > build, "the image must be built before the tests run"
+    test_module = (REPO / "tests" / "test_container_image.py").read_text()
+    assert 'os.environ.get("RUMBA_BIDS_TEST_IMAGE")' in test_module
+    build_job = [command for job, command in _run_commands(circleci) if job == "build"]
+    assert any("tools/build_image.sh" in command for command in build_job)
+    subprocess.run(["bash", "-n", str(REPO / "tools" / "build_image.sh")], check=True)

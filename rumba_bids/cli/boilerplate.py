@@ -86,6 +86,7 @@ def methods_text(
     derivative_input: bool,
     user_mask: bool,
     response_file_name: str | None = None,
+    input_layouts: tuple[str, ...] = ("bids",),
 ) -> str:
     """The methods paragraph (Markdown with ``[@key]`` citations)."""
     response, _ = RESPONSE_TEXT[model.response]
@@ -153,8 +154,7 @@ def methods_text(
         "[@gorgolewski2016bids], built on Nipype [@gorgolewski2011nipype] and PyBIDS "
         f"[@yarkoni2019pybids], for {n_runs} diffusion-weighted run(s) of {n_participants} "
         "participant(s).",
-        "For each run the b-vectors were converted from the FSL convention to the image's "
-        f"voxel frame, and the fit was restricted to {mask}.",
+        f"For each run {_gradients_text(input_layouts)}, and the fit was restricted to {mask}.",
         f"The deconvolution used {response}.",
         "fODFs were reconstructed with RUMBA-SD (robust and unbiased model-based spherical "
         "deconvolution) [@canales2015rumba], a Richardson-Lucy-type iterative deconvolution "
@@ -168,6 +168,20 @@ def methods_text(
         "was computed.",
     ]
     return "\n\n".join(paragraphs)
+
+
+#: How each input layout's b-vectors were read, for the methods text.
+GRADIENT_TEXT = {
+    "bids": "the b-vectors were converted from the FSL convention to the image's voxel frame",
+    "hcpya": "the b-vectors of the HCP-YA minimally preprocessed data were converted from "
+    "the FSL convention to the image's voxel frame",
+    "qsiprep": "the b-vectors written by QSIPrep were used as vectors along the axes of its "
+    "LPS+ images (no FSL flip)",
+}
+
+
+def _gradients_text(layouts) -> str:
+    return "; ".join(GRADIENT_TEXT[layout] for layout in dict.fromkeys(layouts) or ("bids",))
 
 
 def citation_files(**kwargs) -> tuple[str, str]:

@@ -5,11 +5,13 @@ Reads every ``*_model-rumba_response.json`` written by the participant level
 compatible ones and writes ``model-rumba_desc-group_response.json`` at the root
 of the output dataset, a file ``--response file --response-file`` accepts.
 
-Responses can only be averaged when they describe the same thing: single
-tensors (``Type: eigen``, 3 eigenvalues) always can; per-shell eigenvalues and
-zonal-SH responses only for identical shells.  When the runs fall into several
-such groups, one file per group is written with an ``acq-`` label naming the
-shells (``acq-b1000b2000b3000``).
+Responses are averaged only when they describe the same thing: the same kind
+(single tensor, per-shell eigenvalues, zonal SH of one degree) estimated at
+the same shells (within the gradient table's shell tolerance).  Responses from
+different shells are never averaged: when the runs fall into several groups,
+one file per group is written with an ``acq-`` label naming the kind and the
+shells (``acq-tensorb2000``, ``acq-pershellb1000b2000b3000``, ``acq-zshb2000``;
+``acq-tensornoshells`` for tensors that record no shells).
 """
 
 from __future__ import annotations
@@ -41,12 +43,36 @@ def find_responses(output_dir: Path, *, participant_label=(), session_label=()) 
     return found
 
 
-def _signature(estimate) -> tuple:
+def _kind(estimate) -> tuple:
+    """(kind, size): what must be equal, besides the shells, to average responses."""
     if estimate.zonal_coefs is not None:
-        return ("zsh", tuple(estimate.shells or ()), len(estimate.zonal_coefs))
+        return ("zsh", len(estimate.zonal_coefs))
     if estimate.evals.ndim == 2:
-        return ("eigen-shells", tuple(round(b, -1) for b in (estimate.shells or ())))
-    return ("eigen",)
+        return ("pershell", len(estimate.evals))
+    return ("tensor", 3)
+
+
+def _same_group(first, second) -> bool:
+    from ..core.response import shells_match
+
+    if _kind(first) != _kind(second):
+        return False
+    if first.shells is None or second.shells is None:
+        return first.shells is None and second.shells is None
+    return shells_match(first.shells, second.shells)
+
+
+def group_responses(estimates) -> list[list[int]]:
+    """Indices of ``estimates`` in groups that may be averaged (same kind, same shells)."""
+    groups: list[list[int]] = []
+    for index, estimate in enumerate(estimates):
+        for group in groups:
+            if _same_group(estimates[group[0]], estimate):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
 
 
 def average_responses(estimates):
@@ -56,14 +82,16 @@ def average_responses(estimates):
     dividing each response by its own S0 (signal units differ between scans),
     then scaled back by the mean S0.  ``NVoxels`` is the total.
     """
-    from ..core.response import ResponseEstimate
+    from ..core.response import ResponseEstimate, format_shells
 
     estimates = list(estimates)
     if not estimates:
         raise ValueError("no response to average")
-    kinds = {_signature(estimate) for estimate in estimates}
-    if len(kinds) != 1:
-        raise ValueError(f"responses of different kinds cannot be averaged: {sorted(kinds)}")
+    if len(group_responses(estimates)) != 1:
+        described = sorted({f"{_kind(e)[0]} at {format_shells(e.shells)}" for e in estimates})
+        raise ValueError(
+            f"responses of different kinds or shells cannot be averaged: {', '.join(described)}"
+        )
     evals = np.mean([estimate.evals for estimate in estimates], axis=0)
     s0_values = [estimate.S0 for estimate in estimates if estimate.S0 is not None]
     mean_s0 = float(np.mean(s0_values)) if s0_values else None
@@ -79,22 +107,28 @@ def average_responses(estimates):
         S0=mean_s0,
         n_voxels=int(sum(estimate.n_voxels for estimate in estimates)),
         ratio=np.mean([np.asarray(estimate.ratio, dtype=float) for estimate in estimates], axis=0),
-        shells=estimates[0].shells,
+        shells=None if estimates[0].shells is None else _mean_shells(estimates),
         zonal_coefs=zonal,
         parameters={"Average": f"mean of {len(estimates)} run responses"},
     )
 
 
-def _acq_label(signature: tuple) -> str:
-    if signature[0] == "eigen":
-        return "tensor"
-    shells = signature[1]
-    return "b" + "b".join(str(int(round(b))) for b in shells)
+def _mean_shells(estimates) -> tuple:
+    return tuple(
+        float(b) for b in np.mean([np.sort(np.asarray(e.shells)) for e in estimates], axis=0)
+    )
+
+
+def _acq_label(estimate) -> str:
+    """``tensorb2000``, ``pershellb1000b2000b3000``, ``zshb2000``, ``tensornoshells``."""
+    if estimate.shells is None:
+        return f"{_kind(estimate)[0]}noshells"
+    return _kind(estimate)[0] + "".join(f"b{round(float(b))}" for b in sorted(estimate.shells))
 
 
 def run_group(settings) -> int:
     """Write the group response(s); return the exit code."""
-    from ..core.response import ResponseEstimate
+    from ..core.response import ResponseEstimate, format_shells
     from ..interfaces.derivatives import atomic_write_json
 
     output_dir = settings.output_dir
@@ -113,15 +147,16 @@ def run_group(settings) -> int:
             "run the participant level first",
             path=output_dir,
         )
-    groups: dict[tuple, list] = {}
+    found = []
     for path in paths:
         try:
             estimate = ResponseEstimate.from_dict(json.loads(path.read_text()))
         except (ValueError, json.JSONDecodeError, TypeError) as error:
             raise DataError(f"not a response file ({error})", path=path) from error
-        groups.setdefault(_signature(estimate), []).append((path, estimate))
+        found.append((path, estimate))
+    groups = [[found[i] for i in group] for group in group_responses([e for _, e in found])]
     written = []
-    for signature, members in sorted(groups.items(), key=lambda item: -len(item[1])):
+    for members in sorted(groups, key=lambda group: -len(group)):
         average = average_responses(estimate for _, estimate in members)
         content = average.to_dict()
         content["Sources"] = [
@@ -129,20 +164,21 @@ def run_group(settings) -> int:
         ]
         content["NRuns"] = len(members)
         name = (
-            GROUP_RESPONSE if len(groups) == 1 else f"acq-{_acq_label(signature)}_{GROUP_RESPONSE}"
+            GROUP_RESPONSE if len(groups) == 1 else f"acq-{_acq_label(average)}_{GROUP_RESPONSE}"
         )
         target = atomic_write_json(output_dir / name, content)
         logger.info(
-            "group response from %d run(s) written to %s (eigenvalues %s)",
+            "group response from %d run(s) at %s written to %s (eigenvalues %s)",
             len(members),
+            format_shells(average.shells),
             target,
             f"{np.round(np.asarray(average.evals) * 1e3, 3).tolist()} x 1e-3 mm^2/s",
         )
         written.append(target)
     if len(groups) > 1:
         logger.info(
-            "the runs used %d incompatible response kinds (different shells); one group "
-            "file was written per kind",
+            "the runs' responses fall into %d groups (different kinds or shells, never "
+            "averaged together); one group file was written per group",
             len(groups),
         )
     return int(ExitCode.SUCCESS)

@@ -26,6 +26,12 @@ _FAILED = re.compile(r"^Node (?P<name>\S+) failed to run")
 _NOT_RUN = re.compile(r"^could not run node: |^Storing result file without outputs")
 _EXCEPTION_PREFIX = re.compile(r"^(?:[A-Za-z_][\w]*\.)*(?P<kind>\w+(?:Error|Exception)): ")
 _CRASH = re.compile(r"^Saving crash info to (?P<path>\S+)")
+#: What Nipype appends to the traceback of a step without a result file (a lost batch job).
+_NOTE = re.compile(
+    r"\s*(When creating this crashfile, the results file|During the creation of "
+    r"this crashfile triggered by the above exception).*\Z",
+    re.S,
+)
 
 
 class NipypeConsoleFilter(logging.Filter):
@@ -87,7 +93,7 @@ class NipypeConsoleFilter(logging.Filter):
             return False  # said by the "FAILED" line and the final summary
         match = _CRASH.match(message)
         if match:
-            lines = [line for line in message.splitlines()[1:] if line.strip()]
+            lines = [line for line in _NOTE.sub("", message).splitlines()[1:] if line.strip()]
             reason = lines[-1].strip() if lines else "see the crash file"
             reason = _EXCEPTION_PREFIX.sub(lambda m: f"{m.group('kind')}: ", reason)
             record.msg = f"  {reason}\n  crash file: {match.group('path')}"

@@ -102,20 +102,23 @@ def _read_record(path: Path) -> dict:
     return runs if isinstance(runs, dict) else {}
 
 
-def write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivative) -> None:
+def write_dataset_files(settings, dataset, dwi_runs, gm_by_run) -> None:
     """``dataset_description.json``, ``logs/CITATION.*``, the settings of this invocation.
 
     Holds :func:`output_lock` while merging this invocation's runs into
     ``logs/processed_runs.json`` and rewriting the citation from every run
     processed with the same options (runs whose ``sub-<label>`` folder was
-    deleted are dropped).
+    deleted are dropped).  ``dataset`` (:class:`rumba_bids.inputs.detect.InputDataset`)
+    gives ``SourceDatasets`` and ``DatasetLinks``; the pipeline that made a
+    preprocessed input is listed in ``GeneratedBy`` after rumba-bids.
     """
     from .. import __version__
     from ..interfaces.derivatives import atomic_write_json, atomic_write_text
     from .boilerplate import citation_files
 
     output_dir = settings.output_dir
-    dataset = "preprocessed" if derivative else "raw"
+    description = dataset.description
+    derivative = dataset.derivative
     generated_by = {
         "Name": "rumba-bids",
         "Version": __version__,
@@ -126,16 +129,16 @@ def write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivativ
         generated_by["Container"] = {"Type": "docker"}
     elif os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME"):
         generated_by["Container"] = {"Type": "apptainer"}
-    source = {"URL": settings.bids_dir.as_uri()}
+    source = {"URL": Path(dataset.root).as_uri()}
     if description.get("DatasetDOI"):
         source["DOI"] = description["DatasetDOI"]
     dataset_description = {
         "Name": "rumba-bids: RUMBA-SD fibre orientation distributions",
         "BIDSVersion": description.get("BIDSVersion", "1.10.0"),
         "DatasetType": "derivative",
-        "GeneratedBy": [generated_by],
+        "GeneratedBy": [generated_by, *dataset.generated_by()],
         "SourceDatasets": [source],
-        "DatasetLinks": {dataset: settings.bids_dir.as_uri()},
+        "DatasetLinks": {dataset.dataset_name: Path(dataset.root).as_uri()},
         "HowToAcknowledge": "Cite the references in logs/CITATION.md",
     }
     subjects = sorted({run.subject for run in dwi_runs})
@@ -157,6 +160,8 @@ def write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivativ
             record[run.label] = {
                 "Subject": run.subject,
                 "GMCompartment": bool(gm_by_run.get(run.label)),
+                "InputLayout": run.layout,
+                "BvecConvention": run.bvec_convention,
                 "Options": signature,
                 "RunUUID": settings.run_uuid,
             }
@@ -179,6 +184,9 @@ def write_dataset_files(settings, description, dwi_runs, gm_by_run, *, derivativ
             gm_runs=sum(bool(entry.get("GMCompartment")) for entry in described.values()),
             derivative_input=derivative,
             user_mask=settings.mask_file is not None,
+            input_layouts=tuple(
+                sorted({str(entry.get("InputLayout", "bids")) for entry in described.values()})
+            ),
             response_file_name=None
             if settings.model.response_file is None
             else settings.model.response_file.name,

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .. import __version__
+from ..core.defaults import FOD_SCALES
 from .errors import (
     EXIT_CODE_HELP,
     InputMissingError,
@@ -21,6 +22,7 @@ from .errors import (
 )
 from .settings import (
     DEFAULT_CSF_RESPONSE,
+    DEFAULT_FOD_SCALE,
     DEFAULT_GM_RESPONSE,
     DEFAULT_MIN_SEPARATION_ANGLE,
     DEFAULT_N_ITER,
@@ -39,6 +41,8 @@ PROG = "rumba-bids"
 ANALYSIS_LEVELS = ("participant", "group")
 RESPONSES = ("default", "fa", "recursive", "file")
 SPHERES = ("repulsion724", "symmetric362", "repulsion200", "repulsion100")
+#: Input layouts (QSIRecon's spelling of --input-type).
+INPUT_TYPES = ("bids", "qsiprep", "hcpya")
 #: Largest plausible diffusivity in mm^2/s (free water at body temperature is 3e-3).
 MAX_DIFFUSIVITY = 5e-3
 
@@ -194,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not run the BIDS validator (bids-validator-deno) on bids_dir",
     )
     select.add_argument(
+        "--input-type",
+        "--input_type",
+        choices=INPUT_TYPES,
+        default=None,
+        help="layout of bids_dir: bids (raw BIDS or a BIDS derivative; FSL b-vectors), "
+        "qsiprep (QSIPrep derivatives; image-axis b-vectors), hcpya (HCP-YA "
+        "<subject>/T1w/Diffusion/ trees; FSL b-vectors); default: detected",
+    )
+    select.add_argument(
         "--mask-file",
         "--input-mask",
         type=Path,
@@ -210,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="processes run in parallel (default: all CPUs)",
+        help="CPUs used in all (default: all this process may use: affinity mask and "
+        "container CPU quota)",
     )
     perf.add_argument(
         "--omp-nthreads",
@@ -218,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="BLAS/OpenMP threads of one process (default 1; at most --nprocs)",
+        help="threads of one step, e.g. one fit (default: --nprocs divided among the runs "
+        "that can run at once; a single run gets all; at most --nprocs)",
     )
     perf.add_argument(
         "--mem",
@@ -228,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="GB",
         help="memory limit, e.g. 16 or 16GB: steps are scheduled within it and the fit "
-        "processes voxels in blocks that fit (default: the machine's memory); runs that "
+        "processes voxels in blocks that fit (default: 90%% of the memory this process may use, "
+        "container limit included); runs that "
         "cannot fit are refused up front",
     )
     perf.add_argument(
@@ -396,6 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write the fODF sampled on the sphere (desc-amplitudes; large)",
     )
+    model.add_argument(
+        "--fod-scale",
+        choices=FOD_SCALES,
+        default=DEFAULT_FOD_SCALE,
+        help="unit of the fODF outputs (SH, amplitudes, peaks): density (default; 1/sr, "
+        "integral over the sphere = f_wm, independent of --sphere, what MRtrix3 expects) "
+        "or weights (one weight per sphere direction summing to f_wm: DIPY's RumbaFit.odf)",
+    )
     return parser
 
 
@@ -406,6 +430,21 @@ def _check_diffusivity(value: float, flag: str) -> float:
             "convert from um^2/ms by multiplying by 1e-3"
         )
     return float(value)
+
+
+def check_sh_order(model) -> None:
+    """Refuse a --sh-order the --sphere cannot determine (distinct axes >= SH coefficients).
+
+    Called once BLAS threads are set (it loads numpy), before anything is written.
+    """
+    from ..workflows.rumba import check_sh_order as check
+
+    try:
+        check(model.sh_order, model.sphere)
+    except ValueError as error:
+        raise UsageError(
+            "--sh-order / --sphere: " + str(error).replace("sh_order", "--sh-order")
+        ) from error
 
 
 def _model_options(args) -> ModelOptions:
@@ -470,6 +509,7 @@ def _model_options(args) -> ModelOptions:
         min_separation_angle=args.min_separation_angle,
         peak_refine=not args.no_peak_refine,
         write_amplitudes=args.write_amplitudes,
+        fod_scale=args.fod_scale,
     )
 
 
@@ -565,6 +605,9 @@ def _read_plugin(path: Path, *, nprocs: int, mem_gb: float | None) -> tuple[str,
     if not isinstance(plugin_args, dict):
         raise UsageError("plugin_args in --use-plugin must be a mapping", path=path)
     plugin = content["plugin"]
+    from .plugins import check_plugin
+
+    check_plugin(plugin, path)
     if plugin == "MultiProc":
         plugin_args.setdefault("n_procs", nprocs)
         if mem_gb is not None:
@@ -615,7 +658,8 @@ def parse_settings(argv=None) -> Settings:
     UsageError, UnknownLevelError, InputMissingError
         With the exit code of the problem (64, 17, 66).
     """
-    import os
+    from .machine import available_cpus
+    from .resources import memory_limit_gb
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -638,18 +682,18 @@ def parse_settings(argv=None) -> Settings:
         mask_file = _input_file(args.mask_file, "--mask-file")
     filters = {} if args.bids_filter_file is None else _read_filters(args.bids_filter_file)
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    nprocs = args.nprocs or cpus or 1
-    omp_nthreads = args.omp_nthreads or 1
-    if omp_nthreads > nprocs:
+    nprocs = args.nprocs or available_cpus()
+    omp_nthreads = args.omp_nthreads  # None: nprocs shared among the runs (run_participant)
+    if omp_nthreads is not None and omp_nthreads > nprocs:
         raise UsageError(f"--omp-nthreads ({omp_nthreads}) cannot exceed --nprocs ({nprocs})")
+    memory_gb = memory_limit_gb(args.mem)
     if args.use_plugin is not None:
-        plugin, plugin_args = _read_plugin(args.use_plugin, nprocs=nprocs, mem_gb=args.mem)
+        plugin, plugin_args = _read_plugin(args.use_plugin, nprocs=nprocs, mem_gb=memory_gb)
     else:
         plugin = "MultiProc"
         plugin_args = {"n_procs": nprocs, "raise_insufficient": False}
-        if args.mem is not None:
-            plugin_args["memory_gb"] = args.mem
+        if memory_gb is not None:
+            plugin_args["memory_gb"] = memory_gb
     run_uuid = f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4()}"
     return Settings(
         bids_dir=bids_dir,
@@ -661,6 +705,7 @@ def parse_settings(argv=None) -> Settings:
         session_label=tuple(dict.fromkeys(args.session_label)),
         bids_filters=MappingProxyType(filters),
         skip_bids_validation=args.skip_bids_validation,
+        input_type=args.input_type,
         mask_file=mask_file,
         nprocs=nprocs,
         omp_nthreads=omp_nthreads,

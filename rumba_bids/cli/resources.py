@@ -20,7 +20,6 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..core.memory import InsufficientMemoryError
 
@@ -28,11 +27,6 @@ logger = logging.getLogger("rumba_bids.cli")
 
 #: Share of the machine's memory used when --mem is not given (Nipype's MultiProc default).
 MACHINE_MEMORY_SHARE = 0.9
-#: Where cgroups (v2, v1) state a container's memory limit.
-CGROUP_LIMITS = (
-    Path("/sys/fs/cgroup/memory.max"),
-    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
-)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _STEPS = {
     "dwi": "the brain-mask and response steps, which hold the whole series",
@@ -52,18 +46,10 @@ def format_gb(value: float) -> str:
 
 def machine_memory_gb() -> float | None:
     """Memory this process may use (GB): physical memory, or a smaller cgroup limit."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-    for path in CGROUP_LIMITS:
-        try:
-            text = path.read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            total = min(total, int(text))
-    return total / 1e9
+    from .machine import available_memory_bytes
+
+    total = available_memory_bytes()
+    return None if total is None else total / 1e9
 
 
 def memory_limit_gb(mem_gb: float | None) -> float | None:
@@ -74,15 +60,13 @@ def memory_limit_gb(mem_gb: float | None) -> float | None:
     return None if machine is None else MACHINE_MEMORY_SHARE * machine
 
 
-def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> dict:
+def check_memory(run, model, *, limit_gb: float, from_option: bool) -> dict:
     """Raise :class:`InsufficientMemoryError` when a step of ``run`` cannot fit in ``limit_gb``.
 
     Parameters
     ----------
-    run : CollectedRun
-        Its DWI and b-value files.
-    facts : RunFacts
-        From the pre-flight (shape, b-values, mask size).
+    run : rumba_bids.inputs.record.DwiRun
+        Its DWI and b-value files, and the pre-flight's facts (mask size).
     model : ModelOptions
     limit_gb : float
     from_option : bool
@@ -103,7 +87,7 @@ def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> di
         use_tv=model.use_tv,
         sh_order=model.sh_order,
         npeaks=model.npeaks,
-        n_voxels=facts.mask_voxels,
+        n_voxels=run.mask_voxels,
     )
     step, needed = max(minimum.items(), key=lambda item: item[1])
     if needed <= limit_gb:
@@ -112,7 +96,7 @@ def check_memory(run, facts, model, *, limit_gb: float, from_option: bool) -> di
     where = f"--mem is {limit}" if from_option else f"this machine allows {limit}"
     hints = ["raise --mem" if from_option else "run it on a machine with more memory"]
     if step == "fit" and model.fit == "global":
-        counted = "the mask's voxels" if facts.mask_voxels else "every voxel of the grid"
+        counted = "the mask's voxels" if run.mask_voxels else "every voxel of the grid"
         hints.append(f"use --fit voxelwise (processed in blocks that fit); counted: {counted}")
     if step == "fit" and model.sphere != "repulsion100":
         hints.append("use a smaller --sphere")
@@ -228,36 +212,3 @@ def die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def _worker_initializer(cwd: str, parent_pid: int) -> None:
-    from nipype.pipeline.plugins.multiproc import process_initializer
-
-    process_initializer(cwd)
-    die_with_parent(parent_pid)
-
-
-def multiproc_plugin(plugin_args: dict):
-    """Nipype's MultiProc plugin whose worker processes die with the main process.
-
-    Returns an instance to pass as ``workflow.run(plugin=...)``.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from nipype.pipeline.plugins import multiproc
-
-    class MultiProcPlugin(multiproc.MultiProcPlugin):  # the name Nipype reports
-        def __init__(self, plugin_args=None):
-            super().__init__(plugin_args=plugin_args)
-            unused = self.pool  # no worker has started yet: they start on the first job
-            context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.processors,
-                initializer=_worker_initializer,
-                initargs=(self._cwd, os.getpid()),
-                mp_context=context,
-            )
-            unused.shutdown(wait=False)
-
-    return MultiProcPlugin(plugin_args=dict(plugin_args))

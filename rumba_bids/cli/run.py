@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import (
     CannotCreateOutputError,
+    DataError,
     ExitCode,
     InputMissingError,
     ProcessingError,
@@ -25,6 +26,12 @@ from .errors import (
 from .settings import GM_MIN_SHELLS
 
 PROG = "rumba-bids"
+#: Error type of the summary line when every run was refused, by the first refusal's code.
+_ERROR_TYPES = {
+    int(ExitCode.DATA): DataError,
+    int(ExitCode.NO_INPUT): InputMissingError,
+    int(ExitCode.USAGE): UsageError,
+}
 logger = logging.getLogger("rumba_bids.cli")
 #: Thread-count variables read by BLAS / OpenMP libraries when they load.
 THREAD_VARIABLES = (
@@ -92,7 +99,7 @@ def main(argv=None) -> int:
         suffix = f" (see {PROG} -h)" if isinstance(error, UsageError) else ""
         print(error.one_line(PROG) + suffix, file=sys.stderr)
         return int(error.exit_code)
-    limit_blas_threads(settings.omp_nthreads)
+    limit_blas_threads(settings.omp_nthreads or 1)
 
     from .logs import setup_logging
     from .resources import Interrupted, stop_on_signals, stop_workers
@@ -127,35 +134,33 @@ def main(argv=None) -> int:
 
 
 def run_participant(settings, *, console_filter=None) -> int:
-    """The participant level: check, validate, build, run.  Returns the exit code."""
-    from .collect import (
-        collect_runs,
-        dwi_query,
-        is_derivative_dataset,
-        load_layout,
-        read_dataset_description,
-    )
+    """The participant level: find, check, validate, build, run.  Returns the exit code."""
+    from ..inputs.detect import detect_layout
+    from ..inputs.layouts import find_runs
     from .outputs import write_dataset_files
+    from .parser import check_sh_order
 
     if settings.reports_only:
         return make_reports(settings, settings.participant_label)
-    description = read_dataset_description(settings.bids_dir)
-    derivative = is_derivative_dataset(description)
+    check_sh_order(settings.model)
+    dataset = detect_layout(settings.bids_dir, settings.input_type)
     _check_writable_target(settings.output_dir, "output directory")
     _check_writable_target(settings.work_dir, "work directory")
 
-    logger.info("%s %s: indexing %s", PROG, settings.version, settings.bids_dir)
-    layout = load_layout(settings.bids_dir, derivative=derivative)
-    _, files = dwi_query(
-        layout,
+    logger.info("%s %s: indexing %s", PROG, settings.version, dataset.root)
+    logger.info("%s", dataset.summary())
+    collected = find_runs(
+        dataset,
         participant_label=settings.participant_label,
         session_label=settings.session_label,
         filters=dict(settings.bids_filters).get("dwi", {}),
     )
-    collected = collect_runs(layout, files, derivative=derivative)
-    valid, rejected = preflight(collected, mask_file=settings.mask_file)
+    if settings.mask_file is not None:
+        collected = [run.with_mask(settings.mask_file) for run in collected]
+    valid, rejected = preflight(collected, response_file=settings.model.response_file)
     valid, rejected = check_resources(settings, valid, rejected)
-    labels = [run.label for run, _ in valid]
+    settings = share_threads(settings, n_runs=len(valid))
+    labels = [run.label for run in valid]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
         raise UsageError(
@@ -167,7 +172,7 @@ def run_participant(settings, *, console_filter=None) -> int:
 
     if settings.skip_bids_validation:
         logger.info("BIDS validation skipped (--skip-bids-validation)")
-    elif derivative:
+    elif dataset.derivative:
         logger.info("input is a derivatives dataset: BIDS validation skipped")
     else:
         _validate(settings, collected, rejected)
@@ -176,22 +181,26 @@ def run_participant(settings, *, console_filter=None) -> int:
         first_error = rejected[0][1]
         if len(rejected) == 1:  # its line is already printed
             return int(first_error.exit_code)
-        raise type(first_error)(
+        summary = _ERROR_TYPES.get(int(first_error.exit_code), ProcessingError)
+        raise summary(
             f"none of the {len(rejected)} selected DWI runs can be processed (see above)",
             path=settings.bids_dir,
         )
 
+    gm_by_run = _gm_by_run(settings, valid)
+    try:  # options that cannot work together fail here, before anything is written
+        workflow = build_workflow(settings, valid, gm_by_run)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
     _ensure_writable_dir(settings.output_dir, "output directory")
     _ensure_writable_dir(settings.work_dir, "work directory")
-    dwi_runs, gm_by_run = _dwi_runs(settings, valid, derivative=derivative)
-    write_dataset_files(settings, description, dwi_runs, gm_by_run, derivative=derivative)
+    write_dataset_files(settings, dataset, valid, gm_by_run)
 
-    workflow = build_workflow(settings, dwi_runs, gm_by_run)
     if console_filter is not None:
-        console_filter.run_labels.update({run.workflow_name: run.label for run in dwi_runs})
-    failed = execute(workflow, settings, dwi_runs)
+        console_filter.run_labels.update({run.workflow_name: run.label for run in valid})
+    failed = execute(workflow, settings, valid)
 
-    make_reports(settings, sorted({run.subject for run in dwi_runs}), required=False)
+    make_reports(settings, sorted({run.subject for run in valid}), required=False)
     problems = len(rejected) + len(failed)
     if problems:
         for run, error in rejected:
@@ -207,7 +216,7 @@ def run_participant(settings, *, console_filter=None) -> int:
             file=sys.stderr,
         )
         return int(ExitCode.PROCESSING_FAILED)
-    logger.info("%d run(s) processed; outputs in %s", len(dwi_runs), settings.output_dir)
+    logger.info("%d run(s) processed; outputs in %s", len(valid), settings.output_dir)
     return int(ExitCode.SUCCESS)
 
 
@@ -238,29 +247,27 @@ def make_reports(settings, subjects, *, required: bool = True) -> int:
     return int(ExitCode.SUCCESS)
 
 
-def preflight(collected, *, mask_file=None):
-    """Check every run; return (valid [(run, facts)], rejected [(run, error)])."""
-    from .checks import inspect_run
+def preflight(collected, *, response_file=None):
+    """Check every run; return (valid [DwiRun with its facts], rejected [(DwiRun, error)]).
+
+    With ``response_file`` (``--response file``), a run whose shells are not the
+    response's is rejected too (exit 65, both shell sets named).
+    """
+    from ..inputs.check import check_run
+    from ..interfaces.response import check_response_file
 
     valid, rejected = [], []
     for run in collected:
-        mask = mask_file or run.mask_file
         try:
-            facts = inspect_run(run.dwi_file, run.bval_file, run.bvec_file, mask)
+            checked = check_run(run)
+            if response_file is not None:
+                check_response_file(response_file, checked.shells, data=run.dwi_file)
         except RumbaBidsError as error:
             print(error.one_line(PROG), file=sys.stderr)
             rejected.append((run, error))
             continue
-        logger.info(
-            "%s: %s, %d volumes (%d b0, shells %s)%s",
-            run.label,
-            "x".join(str(s) for s in facts.shape[:3]),
-            facts.n_volumes,
-            facts.n_b0,
-            "/".join(f"{b:.0f}" for b in facts.shells),
-            f", mask {Path(mask).name}" if mask else "",
-        )
-        valid.append((run, facts))
+        logger.info("%s", checked.describe())
+        valid.append(checked)
     return valid, rejected
 
 
@@ -272,18 +279,41 @@ def check_resources(settings, valid, rejected):
     if limit is None:
         return valid, rejected
     fitting = []
-    for run, facts in valid:
+    for run in valid:
         try:
             minimum = check_memory(
-                run, facts, settings.model, limit_gb=limit, from_option=settings.mem_gb is not None
+                run, settings.model, limit_gb=limit, from_option=settings.mem_gb is not None
             )
         except (RumbaBidsError, InsufficientMemoryError) as error:
             print(error.one_line(PROG), file=sys.stderr)
             rejected = [*rejected, (run, error)]
             continue
         logger.debug("%s: least memory per step %s GB (limit %.2f GB)", run.label, minimum, limit)
-        fitting.append((run, facts))
+        fitting.append(run)
     return fitting, rejected
+
+
+def share_threads(settings, *, n_runs: int):
+    """``settings`` with ``omp_nthreads`` decided: ``--nprocs`` divided among ``n_runs``.
+
+    ``--omp-nthreads`` wins when given.  BLAS/OpenMP limits of this process
+    (and of the processes it starts) follow the result.
+    """
+    import dataclasses
+
+    from .machine import threads_per_run
+
+    if settings.omp_nthreads is not None:
+        return settings
+    threads = threads_per_run(settings.nprocs, n_runs)
+    logger.info(
+        "%d CPU(s) for %d run(s): %d thread(s) per step (--omp-nthreads overrides)",
+        settings.nprocs,
+        n_runs,
+        threads,
+    )
+    limit_blas_threads(threads)
+    return dataclasses.replace(settings, omp_nthreads=threads)
 
 
 def _validate(settings, collected, rejected) -> None:
@@ -295,7 +325,7 @@ def _validate(settings, collected, rejected) -> None:
             "BIDS validator not found (pip install bids-validator-deno); validation skipped"
         )
         return
-    subjects = {run.entity_dict["subject"] for run in collected}
+    subjects = {run.subject for run in collected}
     stems = {_stem(run.dwi_file) for run, _ in rejected}
     warnings = validate(
         settings.bids_dir, selected_subjects=subjects, ignored_runs=stems, executable=executable
@@ -303,48 +333,25 @@ def _validate(settings, collected, rejected) -> None:
     logger.info("BIDS validation passed (%d warning(s))", warnings)
 
 
-def _stem(path: Path) -> str:
+def _stem(path) -> str:
     return Path(path).name.split(".")[0]
 
 
-def _source_uri(path: Path, root: Path, dataset: str) -> str:
-    return f"bids:{dataset}:{Path(path).relative_to(root).as_posix()}"
-
-
-def _dwi_runs(settings, valid, *, derivative: bool):
-    from ..workflows.bids import DwiRun
-
-    dataset = "preprocessed" if derivative else "raw"
-    runs, gm_by_run = [], {}
-    for run, facts in valid:
-        mask = settings.mask_file or run.mask_file
-        sources = [
-            _source_uri(path, settings.bids_dir, dataset)
-            for path in (run.dwi_file, run.bval_file, run.bvec_file)
-        ]
-        if run.mask_file and not settings.mask_file:
-            sources.append(_source_uri(run.mask_file, settings.bids_dir, dataset))
-        dwi_run = DwiRun(
-            dwi_file=str(run.dwi_file),
-            bval_file=str(run.bval_file),
-            bvec_file=str(run.bvec_file),
-            label=run.label,
-            mask_file=None if mask is None else str(mask),
-            n_shells=facts.n_shells,
-            sources=tuple(sources),
-        )
-        gm = settings.model.gm_enabled(facts.n_shells)
+def _gm_by_run(settings, runs) -> dict:
+    """Whether each run fits the GM compartment (logged when decided from its shells)."""
+    gm_by_run = {}
+    for run in runs:
+        gm = settings.model.gm_enabled(run.n_shells)
         gm_by_run[run.label] = gm
         if settings.model.use_gm is None:
             logger.info(
                 "%s: GM compartment %s (%d non-zero shell(s); on from %d)",
                 run.label,
                 "on" if gm else "off",
-                facts.n_shells,
+                run.n_shells,
                 GM_MIN_SHELLS,
             )
-        runs.append(dwi_run)
-    return runs, gm_by_run
+    return gm_by_run
 
 
 def rumba_options(model) -> dict:
@@ -372,6 +379,7 @@ def rumba_options(model) -> dict:
         "relative_peak_threshold": model.peak_threshold,
         "min_separation_angle": model.min_separation_angle,
         "refine_peaks": model.peak_refine,
+        "fod_scale": model.fod_scale,
     }
 
 
@@ -386,7 +394,6 @@ def build_workflow(settings, dwi_runs, gm_by_run):
     nipype_config.set("execution", "stop_on_first_crash", str(settings.stop_on_first_crash))
     nipype_config.set("execution", "hash_method", "timestamp")
     nipype_config.set("execution", "create_report", "false")
-    nipype_config.set("execution", "poll_sleep_duration", "0.05")
     nipype_config.set("execution", "check_version", "false")
     if settings.resource_monitor:
         try:
@@ -395,6 +402,8 @@ def build_workflow(settings, dwi_runs, gm_by_run):
             logger.warning("--resource-monitor needs psutil (pip install psutil); not enabled")
         else:
             nipype_config.enable_resource_monitor()
+    if settings.omp_nthreads is None:
+        settings = share_threads(settings, n_runs=len(dwi_runs))
     workflow = init_rumba_bids_wf(
         runs=dwi_runs,
         output_dir=settings.output_dir,
@@ -429,14 +438,13 @@ def execute(workflow, settings, dwi_runs) -> list[str]:
         dict(settings.plugin_args),
         settings.work_dir,
     )
-    from .resources import multiproc_plugin, raise_if_interrupted, stop_if_interrupted
+    from .plugins import make_plugin
+    from .resources import raise_if_interrupted, stop_if_interrupted
 
     plugin_args = {**settings.plugin_args, "status_callback": stop_if_interrupted}
     try:
-        if settings.plugin == "MultiProc":
-            workflow.run(plugin=multiproc_plugin(plugin_args))
-        else:
-            workflow.run(plugin=settings.plugin, plugin_args=plugin_args)
+        plugin = make_plugin(settings.plugin, plugin_args, workflow)
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as error:
         raise_if_interrupted()
         if "Workflow did not execute cleanly" not in str(error) and not _crash_files(settings):

@@ -15,6 +15,7 @@ from types import MappingProxyType
 
 from ..core.defaults import (
     DEFAULT_CSF_RESPONSE,
+    DEFAULT_FOD_SCALE,
     DEFAULT_GM_RESPONSE,
     DEFAULT_MIN_SEPARATION_ANGLE,
     DEFAULT_N_COILS,
@@ -64,6 +65,7 @@ class ModelOptions:
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
     peak_refine: bool = DEFAULT_PEAK_REFINE
     write_amplitudes: bool = False
+    fod_scale: str = DEFAULT_FOD_SCALE
 
     def gm_enabled(self, n_shells: int) -> bool:
         """Whether the GM compartment is fitted for data with ``n_shells`` non-zero shells."""
@@ -85,9 +87,11 @@ class Settings:
     session_label: tuple[str, ...] = ()
     bids_filters: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     skip_bids_validation: bool = False
+    input_type: str | None = None
     mask_file: Path | None = None
     nprocs: int = 1
-    omp_nthreads: int = 1
+    #: Threads of one step; None until the runs are known (then ``nprocs`` shared among them).
+    omp_nthreads: int | None = None
     mem_gb: float | None = None
     plugin: str = "MultiProc"
     plugin_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))

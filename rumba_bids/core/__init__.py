@@ -28,6 +28,7 @@ _EXPORTS = {
     "mrtrix_to_peaks": "peaks",
     "n_sh_coefficients": "shm",
     "peak_directions": "peaks",
+    "peaks_from_model": "peaks",
     "peaks_to_mrtrix": "peaks",
     "PeaksResult": "peaks",
     "real_sh_basis": "shm",

@@ -29,3 +29,7 @@ DEFAULT_PEAK_REFINE = True
 DEFAULT_RECON_TYPE = "smf"
 DEFAULT_N_COILS = 1
 DEFAULT_R = 1
+#: Unit of the fODF outputs: a density on the sphere (1/sr, integral f_wm) or the
+#: per-direction weights (sum f_wm, DIPY's RumbaFit.odf scale).
+FOD_SCALES = ("density", "weights")
+DEFAULT_FOD_SCALE = "density"

@@ -576,3 +576,48 @@ def mrtrix_to_peaks(peaks):
     safe = np.where(present, lengths, 1.0)
     directions = np.where(present[..., None], vectors / safe[..., None], np.nan)
     return directions, np.where(present, lengths, 0.0).astype(directions.dtype)
+
+
+def peaks_from_model(
+    model,
+    data,
+    sphere=None,
+    relative_peak_threshold: float = DEFAULT_PEAK_THRESHOLD,
+    min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE,
+    *,
+    mask=None,
+    npeaks: int = DEFAULT_NPEAKS,
+) -> PeaksResult:
+    """Fit ``model`` to ``data`` and extract the peaks of its ODFs.
+
+    The model-level call of DIPY's ``peaks_from_model`` (same positional
+    arguments), for any model whose ``fit(data, mask=...)`` returns an object
+    with ``odf(sphere)``, e.g. :class:`~rumba_bids.core.RumbaSDModel` (voxel-wise
+    or global, which DIPY's cannot take) or :class:`~rumba_bids.core.CsdModel`.
+    The fit runs once on all voxels; no SH coefficients are computed (use
+    :func:`~rumba_bids.core.sf_to_sh` on ``fit.odf()``).
+
+    Parameters
+    ----------
+    model : fODF model
+    data : ndarray, shape (..., N)
+    sphere : sphere-like, optional
+        Default: the model's sphere.
+    relative_peak_threshold, min_separation_angle, npeaks
+        See :func:`extract_peaks`.
+    mask : ndarray of bool, shape (...), optional
+
+    Returns
+    -------
+    PeaksResult
+    """
+    fit = model.fit(data, mask=mask)
+    sphere = getattr(model, "sphere", None) if sphere is None else sphere
+    return extract_peaks(
+        fit.odf(sphere),
+        sphere,
+        mask=mask,
+        relative_peak_threshold=relative_peak_threshold,
+        min_separation_angle=min_separation_angle,
+        npeaks=npeaks,
+    )

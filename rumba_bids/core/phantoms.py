@@ -514,3 +514,47 @@ def tensor_response_zonal(bval: float, *, evals=WM_EVALS, S0: float = 1.0, sh_or
     norms = np.sqrt((2 * degrees + 1) / (4 * np.pi))
     legendre = eval_legendre(degrees[:, None], nodes[None, :])
     return 2 * np.pi * norms * ((legendre * weights) @ signal)
+
+
+def tutorial_slab(gtab: GradientTable, *, shape=(18, 18, 2), background: int = 2, snr=25, seed=0):
+    """The synthetic slab the RUMBA-SD tutorial examples run on, in a noise-only background.
+
+    In the brain part: a central band (in y) of single fibres along x (a
+    corpus callosum, where an FA-ROI response looks), 90-degree x/y crossings
+    below it (small y), single fibres along y above it, CSF (90 %) in the
+    ``X // 6`` voxels at both x ends; 10 % CSF (D = 3e-3 mm^2/s) everywhere else.
+    Rician noise, SNR ``snr`` at S0 = 100.
+
+    Returns
+    -------
+    data : ndarray, shape (X + 2 b, Y + 2 b, Z, N)
+    brain : (slice, slice)
+        x and y extent of the brain part in ``data``.
+
+    Examples
+    --------
+    >>> data, brain = tutorial_slab(make_acquisition(n_b0=2, n_dirs=20))
+    >>> data.shape, data[brain].shape
+    ((22, 22, 2, 22), (18, 18, 2, 22))
+    """
+    n_x, n_y, n_z = shape
+    directions = np.zeros((*shape, 2, 3))
+    directions[..., 0, :] = [1.0, 0.0, 0.0]
+    directions[..., 1, :] = [0.0, 1.0, 0.0]
+    fractions = np.zeros((*shape, 2))
+    third = n_y // 3
+    fractions[:, :third] = 0.45
+    fractions[:, third : 2 * third, :, 0] = 0.9
+    fractions[:, 2 * third :, :, 1] = 0.9
+    csf = np.full((*shape, 1), 0.1)
+    width = max(1, n_x // 6)
+    ends = np.r_[0:width, n_x - width : n_x]
+    fractions[ends] *= 0.1 / 0.9
+    csf[ends] = 0.9
+    brain_signal = multi_tensor_signal(
+        gtab, directions, fractions, iso_fractions=csf, iso_diffusivities=[3e-3], S0=100.0
+    )
+    signal = np.zeros((n_x + 2 * background, n_y + 2 * background, n_z, len(gtab)))
+    brain = (slice(background, background + n_x), slice(background, background + n_y))
+    signal[brain] = brain_signal
+    return add_rician_noise(signal, snr=snr, rng=seed, S0=100.0), brain

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .csd import CsdModel, hemisphere
-from .gradients import GradientTable, as_gradient_table
+from .gradients import DEFAULT_SHELL_TOLERANCE, GradientTable, as_gradient_table
 from .kernel import DEFAULT_WM_RESPONSE, AxisymmetricResponse
 from .peaks import extract_peaks
 from .shm import n_sh_coefficients
@@ -55,7 +55,10 @@ class ResponseEstimate:
     ratio : float or ndarray, shape (n_shells,)
         ``lambda2 / lambda1``: about 0.1-0.2 for a good single-fibre response.
     shells : tuple of float or None
-        b-values (s/mm^2) of the rows of a per-shell ``evals``.
+        Non-zero b-values (s/mm^2, ascending) of the data the response was
+        estimated on; the rows of a per-shell ``evals``.  None for a response
+        not measured on data (the default tensor, eigenvalues given by hand),
+        which applies to any shells.  See :func:`response_shells_problem`.
     n_iterations : int or None
         Recursive method: iterations run.
     converged : bool or None
@@ -165,6 +168,85 @@ class ResponseEstimate:
             parameters=dict(description.get("Parameters", {})),
             max_change=description.get("MaxRelativeChange"),
         )
+
+
+def format_shells(shells) -> str:
+    """``b=1000/2000 s/mm^2`` (``no shells recorded`` for None).
+
+    Examples
+    --------
+    >>> format_shells((1000.4, 2000.0))
+    'b=1000/2000 s/mm^2'
+    """
+    if shells is None:
+        return "no shells recorded"
+    return "b=" + "/".join(f"{round(float(b)):d}" for b in shells) + " s/mm^2"
+
+
+def shells_match(first, second, *, tolerance: float = DEFAULT_SHELL_TOLERANCE) -> bool:
+    """Whether two sets of non-zero b-values are the same shells (within ``tolerance``).
+
+    Examples
+    --------
+    >>> shells_match((1000.0, 2000.0), (995.0, 2010.0)), shells_match((1000.0,), (2000.0,))
+    (True, False)
+    """
+    first = np.sort(np.asarray(first, dtype=float).ravel())
+    second = np.sort(np.asarray(second, dtype=float).ravel())
+    return first.shape == second.shape and bool(np.all(np.abs(first - second) <= tolerance))
+
+
+def response_shells_problem(
+    estimate: ResponseEstimate, data_shells, *, tolerance: float = DEFAULT_SHELL_TOLERANCE
+) -> str | None:
+    """Why ``estimate`` cannot be used on data with ``data_shells``, or None when it can.
+
+    A response applies only to data with the shells it was estimated on
+    (:func:`shells_match`): zonal-SH and per-shell responses are signals at
+    their b-values, and a tensor measured at one b-value differs from one
+    measured at another (non-Gaussian diffusion).  A response without
+    recorded shells is accepted only when it is a single tensor (the default
+    response, eigenvalues given by hand: b-independent by construction);
+    zonal-SH and per-shell responses without shells are refused.
+
+    Parameters
+    ----------
+    estimate : ResponseEstimate
+    data_shells : array_like of float
+        Non-zero shells of the data (s/mm^2).
+    tolerance : float
+        b-values closer than this (s/mm^2) are the same shell (the gradient
+        table's shell tolerance).
+
+    Returns
+    -------
+    str or None
+        One sentence naming both shell sets.
+
+    Examples
+    --------
+    >>> response_shells_problem(default_response(), (1000.0, 3000.0)) is None
+    True
+    """
+    kind = (
+        "zonal-SH"
+        if estimate.zonal_coefs is not None
+        else ("per-shell" if estimate.evals.ndim == 2 else "tensor")
+    )
+    if estimate.shells is None:
+        if kind == "tensor":
+            return None
+        return (
+            f"this {kind} response records no shells ('Shells'), but it depends on the "
+            f"b-value: estimate it again on data with {format_shells(data_shells)}"
+        )
+    if shells_match(estimate.shells, data_shells, tolerance=tolerance):
+        return None
+    return (
+        f"the {kind} response was estimated at {format_shells(estimate.shells)} but the "
+        f"data have {format_shells(data_shells)}: a response applies only to data with "
+        "the same shells"
+    )
 
 
 def _jsonable(value):
@@ -321,6 +403,7 @@ def fa_roi_response(
             S0=S0,
             n_voxels=int(chosen.sum()),
             ratio=float(evals[1] / evals[0]),
+            shells=tuple(float(b) for b in gtab.shells),
             parameters=parameters,
         )
     rows = []
@@ -579,6 +662,7 @@ def recursive_response(
         S0=S0,
         n_voxels=len(voxels),
         ratio=float(evals[1] / evals[0]),
+        shells=tuple(float(b) for b in gtab.shells),
         n_iterations=iteration,
         converged=converged,
         max_change=float(change.max()),

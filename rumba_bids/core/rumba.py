@@ -326,7 +326,7 @@ class RumbaSDModel:
     A drop-in for DIPY's ``dipy.reconst.rumba.RumbaSDModel``: same positional
     ``gtab``, same keywords and defaults, and it takes DIPY's objects (gradient
     table, spheres, ``AxSymShResponse``) without importing DIPY.  It adds
-    ``dtype``, ``chunk_size`` and ``progress``; ``recon_type`` is checked by
+    ``dtype``, ``chunk_size``, ``progress`` and ``n_threads``; ``recon_type`` is checked by
     :meth:`fit`, as in DIPY.
 
     Parameters

@@ -77,6 +77,40 @@ def n_sh_coefficients(sh_order: int) -> int:
     return (sh_order + 1) * (sh_order + 2) // 2
 
 
+def n_axes(vertices, *, tolerance: float = 1e-6) -> int:
+    """Distinct axes among unit ``vertices`` (``v`` and ``-v`` count once).
+
+    Even SH take the same value at ``v`` and ``-v``: only distinct axes carry
+    information about their coefficients.
+
+    >>> n_axes([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0]])
+    2
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    vertices = vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+    first = np.argmax(np.abs(vertices) > tolerance, axis=1)
+    signs = np.sign(vertices[np.arange(len(vertices)), first])
+    canonical = np.round(vertices * signs[:, None] / tolerance) * tolerance
+    return len(np.unique(canonical, axis=0))
+
+
+def max_sh_order(vertices) -> int:
+    """Largest even SH order whose coefficients a fit on ``vertices`` determines.
+
+    An order-``L`` even series has ``(L + 1)(L + 2) / 2`` coefficients; the
+    samples determine them when there are at least as many distinct axes
+    (:func:`n_axes`).  Beyond, the coefficients come from the regulariser alone.
+
+    >>> max_sh_order(np.eye(3))
+    0
+    """
+    axes = n_axes(vertices)
+    order = 0
+    while n_sh_coefficients(order + 2) <= axes:
+        order += 2
+    return order
+
+
 def sh_order_from_n_coefficients(n_coefficients: int) -> int:
     """Maximum even degree of a symmetric basis with ``n_coefficients`` terms.
 

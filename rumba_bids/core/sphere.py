@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from .defaults import DEFAULT_SPHERE
+from .defaults import DEFAULT_FOD_SCALE, DEFAULT_SPHERE, FOD_SCALES
 
 #: Named spheres shipped with the package: name -> number of antipodal pairs.
 NAMED_SPHERES = {
@@ -202,6 +202,43 @@ def _load_named(name: str) -> np.ndarray:
     with resources.files("rumba_bids.data").joinpath("spheres.npz").open("rb") as handle:
         with np.load(handle) as archive:
             return archive[name]
+
+
+def fod_scale_factor(n_vertices: int, scale: str = DEFAULT_FOD_SCALE) -> float:
+    """Factor from fODF weights on ``n_vertices`` directions to the unit ``scale``.
+
+    RUMBA-SD's fODF is a set of weights ``w_i >= 0``, one per vertex, that sum
+    to the white-matter fraction ``f_wm``; their size depends on the number of
+    vertices.  On an evenly sampled sphere each vertex stands for a solid
+    angle ``4 pi / M``, so the density ``d_i = w_i M / (4 pi)`` (unit 1/sr)
+    integrates to ``f_wm`` whatever ``M`` is.  The same factor holds for an
+    evenly sampled hemisphere of antipodally symmetric functions: each vertex
+    then stands for ``2 pi / M`` in each hemisphere, and its weight is shared
+    by the two antipodal patches.  A density sampled at any direction ``u``
+    is what MRtrix3 (``tckgen -cutoff``, ``fod2fixel``) and an SH fit expect:
+    in an orthonormal basis ``c_00 sqrt(4 pi)`` is its integral, ``f_wm``.
+
+    Parameters
+    ----------
+    n_vertices : int
+        Directions ``M`` the weights live on (the fitted sphere).
+    scale : {'density', 'weights'}
+        ``'weights'`` returns 1 (DIPY's ``RumbaFit.odf`` scale).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(fod_scale_factor(724), 4), fod_scale_factor(724, "weights")
+    (57.6141, 1.0)
+    """
+    if scale not in FOD_SCALES:
+        raise ValueError(f"fod scale must be one of {FOD_SCALES}, got {scale!r}")
+    if int(n_vertices) < 1:
+        raise ValueError(f"n_vertices must be positive, got {n_vertices!r}")
+    return int(n_vertices) / (4.0 * np.pi) if scale == "density" else 1.0
 
 
 def get_sphere(name: str = DEFAULT_SPHERE) -> Sphere:

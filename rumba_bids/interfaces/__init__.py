@@ -7,22 +7,32 @@ that can be called without Nipype.  Bad inputs raise
 :class:`~rumba_bids.interfaces.errors.RumbaInputError` naming the file.
 """
 
-from .errors import InputDataError, InputMissingError, RumbaInputError
-from .gradients import CheckGradients
-from .masking import BrainMask
-from .peaks import ExtractPeaks
-from .response import EstimateResponse
-from .rumba import FitRumba
-from .shm import FodToSH
+from importlib import import_module
 
-__all__ = [
-    "BrainMask",
-    "CheckGradients",
-    "EstimateResponse",
-    "ExtractPeaks",
-    "FitRumba",
-    "FodToSH",
-    "InputDataError",
-    "InputMissingError",
-    "RumbaInputError",
-]
+#: Public names and the module defining each; loaded on first use, so that importing
+#: the errors (:mod:`rumba_bids.interfaces.errors`, plain Python) loads no numpy or Nipype.
+_EXPORTS = {
+    "BrainMask": "masking",
+    "CheckGradients": "gradients",
+    "EstimateResponse": "response",
+    "ExtractPeaks": "peaks",
+    "FitRumba": "rumba",
+    "FodToSH": "shm",
+    "InputDataError": "errors",
+    "InputMissingError": "errors",
+    "RumbaInputError": "errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -6,7 +6,7 @@ for all the outputs of a run in one node (a Nipype node costs tens of
 milliseconds of bookkeeping, a dozen of them per run add up).
 
 Names come from the source file's entities (subject, session, acquisition,
-direction, run, space) plus the output's own (``model``, ``param``, ``desc``,
+reconstruction, direction, run, space) plus the output's own (``model``, ``param``, ``desc``,
 ``suffix``), laid out by the path patterns of the packaged pybids config
 (``rumba_bids/data/rumba_bids_config.json``).  Every file is written to a
 hidden temporary file in the destination folder and renamed into place, so a
@@ -40,7 +40,15 @@ from nipype.interfaces.io import add_traits
 _LABEL = re.compile(r"[a-zA-Z0-9]+")
 _EXTENSION = re.compile(r"(?:\.[a-zA-Z0-9]+)+")
 #: Entities of the source file carried into the output name.
-SOURCE_ENTITIES = ("subject", "session", "acquisition", "direction", "run", "space")
+SOURCE_ENTITIES = (
+    "subject",
+    "session",
+    "acquisition",
+    "reconstruction",
+    "direction",
+    "run",
+    "space",
+)
 
 
 def config_path() -> Path:

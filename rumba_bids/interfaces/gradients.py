@@ -1,9 +1,11 @@
 """Check b-values and b-vectors against the DWI image; b-vectors to the voxel frame.
 
 BIDS (FSL convention) b-vectors live in the image's voxel axes with the first
-axis flipped when the affine has a positive determinant.  :class:`CheckGradients`
-undoes the flip (:func:`rumba_bids.core.bvecs_fsl_to_voxel`) and writes the
-b-vectors in the voxel (ijk) frame used by every later step.
+axis flipped when the affine has a positive determinant; QSIPrep's are along
+the image axes, never flipped (``bvec_convention='ijk'``).
+:class:`CheckGradients` reads them in the convention it is given, undoes the
+flip where there is one (:func:`rumba_bids.core.bvecs_fsl_to_voxel`) and writes
+the b-vectors in the voxel (ijk) frame used by every later step.
 """
 
 from __future__ import annotations
@@ -19,54 +21,39 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..core.gradients import DEFAULT_B0_THRESHOLD, GradientTable, bvecs_fsl_to_voxel
+from ..core.gradients import DEFAULT_B0_THRESHOLD, GradientTable
 from .errors import InputDataError
-from .files import load_dwi, output_path, require_file
+from .files import output_path
+from .validation import BVEC_CONVENTIONS, check_dwi_files, read_bvals, read_bvecs
 
 logger = logging.getLogger("nipype.interface")
 
 
-def read_bvals(path) -> np.ndarray:
-    """b-values (N,) from a text file (one row or one column, s/mm^2)."""
-    require_file(path, "b-value file")
-    try:
-        bvals = np.loadtxt(path, dtype=np.float64, ndmin=1).ravel()
-    except ValueError as exc:
-        raise InputDataError(path, f"cannot parse the b-values as numbers: {exc}") from exc
-    if bvals.size == 0:
-        raise InputDataError(path, "the b-value file is empty")
-    if not np.all(np.isfinite(bvals)):
-        bad = np.flatnonzero(~np.isfinite(bvals))[:5].tolist()
-        raise InputDataError(path, f"b-values must be finite; NaN or inf at volumes {bad}")
-    return bvals
-
-
-def read_bvecs(path, n_volumes: int) -> np.ndarray:
-    """b-vectors (N, 3) from FSL/BIDS text (3 rows; 3 columns are also accepted)."""
-    require_file(path, "b-vector file")
-    try:
-        bvecs = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise InputDataError(path, f"cannot parse the b-vectors as numbers: {exc}") from exc
-    if bvecs.shape[0] == 3 and (bvecs.shape[1] == n_volumes or bvecs.shape[1] != 3):
-        return bvecs.T
-    if bvecs.shape[1] == 3:
-        return bvecs
-    raise InputDataError(
-        path,
-        f"b-vectors must be 3 rows (BIDS/FSL layout) or 3 columns, got shape {bvecs.shape}",
-    )
-
-
-def check_gradient_files(dwi_file, bval_file, bvec_file, *, b0_threshold=DEFAULT_B0_THRESHOLD):
+def check_gradient_files(
+    dwi_file,
+    bval_file,
+    bvec_file,
+    *,
+    bvec_convention="fsl",
+    b0_threshold=DEFAULT_B0_THRESHOLD,
+    check_data=True,
+):
     """Validate a DWI series with its b-values and b-vectors.
+
+    The checks of the pre-flight (:func:`rumba_bids.interfaces.validation.check_dwi_files`).
 
     Parameters
     ----------
     dwi_file, bval_file, bvec_file : str
-        4D NIfTI image; BIDS/FSL ``.bval`` and ``.bvec`` text files.
+        4D NIfTI image; ``.bval`` (one row or one value per line) and ``.bvec``
+        (3 rows) text files.
+    bvec_convention : {'fsl', 'ijk'}
+        ``fsl``: FSL/BIDS b-vectors (x negated when det(affine) > 0); ``ijk``:
+        vectors along the image axes (QSIPrep's ``.bvec``), used as they are.
     b0_threshold : float
         Volumes with b <= this (s/mm^2) are b0 volumes.
+    check_data : bool
+        Also check the image values (NaN, empty volumes, negative data).
 
     Returns
     -------
@@ -81,41 +68,20 @@ def check_gradient_files(dwi_file, bval_file, bvec_file, *, b0_threshold=DEFAULT
     InputDataError
         Unreadable files, a non-4D image, counts that disagree, invalid values.
     """
-    image = load_dwi(dwi_file)
-    n_volumes = image.shape[3]
-    bvals = read_bvals(bval_file)
-    if len(bvals) != n_volumes:
-        raise InputDataError(
-            bval_file, f"{len(bvals)} b-values but {dwi_file} has {n_volumes} volumes"
-        )
-    bvecs = read_bvecs(bvec_file, n_volumes)
-    if len(bvecs) != n_volumes:
-        raise InputDataError(
-            bvec_file, f"{len(bvecs)} b-vectors but {dwi_file} has {n_volumes} volumes"
-        )
-    b0s = bvals <= b0_threshold
-    non_finite = ~np.isfinite(bvecs).all(axis=1)
-    if np.any(non_finite & ~b0s):
-        bad = np.flatnonzero(non_finite & ~b0s)[:5].tolist()
-        raise InputDataError(
-            bvec_file, f"b-vectors of diffusion-weighted volumes {bad} are NaN or inf"
-        )
-    if non_finite.any():
-        logger.info("%s: NaN b-vectors of %d b0 volumes set to zero", bvec_file, non_finite.sum())
-        bvecs[non_finite] = 0.0
-    try:
-        return GradientTable(
-            bvals, bvecs_fsl_to_voxel(bvecs, image.affine), b0_threshold=b0_threshold
-        )
-    except ValueError as exc:
-        culprit = bvec_file if "b-vector" in str(exc) else bval_file
-        raise InputDataError(culprit, str(exc)) from exc
+    return check_dwi_files(
+        dwi_file,
+        bval_file,
+        bvec_file,
+        bvec_convention=bvec_convention,
+        b0_threshold=b0_threshold,
+        check_data=check_data,
+    ).gtab
 
 
 def load_gradient_table(bval_file, bvec_file, *, b0_threshold=DEFAULT_B0_THRESHOLD):
     """GradientTable from checked files (b-vectors already in the voxel frame)."""
     bvals = read_bvals(bval_file)
-    bvecs = read_bvecs(bvec_file, len(bvals))
+    bvecs = read_bvecs(bvec_file)
     try:
         return GradientTable(bvals, bvecs, b0_threshold=b0_threshold)
     except ValueError as exc:
@@ -132,11 +98,18 @@ def write_gradient_table(gtab: GradientTable, bval_path, bvec_path) -> tuple[str
 class _CheckGradientsInputSpec(BaseInterfaceInputSpec):
     dwi_file = File(resolve=True, mandatory=True, desc="4D diffusion-weighted series (NIfTI)")
     bval_file = File(resolve=True, mandatory=True, desc="b-values (BIDS/FSL text, s/mm^2)")
-    bvec_file = File(
-        resolve=True, mandatory=True, desc="b-vectors (BIDS/FSL text, FSL convention)"
+    bvec_file = File(resolve=True, mandatory=True, desc="b-vectors (3 rows, in bvec_convention)")
+    bvec_convention = traits.Enum(
+        *BVEC_CONVENTIONS,
+        usedefault=True,
+        desc="fsl: FSL/BIDS b-vectors (x negated when det(affine) > 0); "
+        "ijk: along the image axes (QSIPrep), used as they are",
     )
     b0_threshold = traits.Float(
         DEFAULT_B0_THRESHOLD, usedefault=True, desc="b-values <= this are b0 volumes (s/mm^2)"
+    )
+    check_data = traits.Bool(
+        True, usedefault=True, desc="also check the image values (NaN, empty volumes, sign)"
     )
 
 
@@ -151,6 +124,7 @@ class _CheckGradientsOutputSpec(TraitedSpec):
 class CheckGradients(SimpleInterface):
     """Check b-values, b-vectors and the DWI image agree; b-vectors to the voxel frame.
 
+    Runs the pre-flight's checks (:func:`rumba_bids.interfaces.validation.check_dwi_files`).
     Raises :class:`~rumba_bids.interfaces.errors.RumbaInputError` naming the
     file for a missing file, a non-4D image, or b-value / b-vector / volume
     counts that disagree.
@@ -164,7 +138,9 @@ class CheckGradients(SimpleInterface):
             self.inputs.dwi_file,
             self.inputs.bval_file,
             self.inputs.bvec_file,
+            bvec_convention=self.inputs.bvec_convention,
             b0_threshold=self.inputs.b0_threshold,
+            check_data=self.inputs.check_data,
         )
         bval_out, bvec_out = write_gradient_table(
             gtab,

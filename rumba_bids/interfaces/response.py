@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 
 import numpy as np
 from nipype.interfaces.base import (
@@ -30,6 +31,7 @@ from ..core.response import (
     default_response,
     fa_roi_response,
     recursive_response,
+    response_shells_problem,
 )
 from ..core.shm import n_sh_coefficients
 from .errors import InputDataError
@@ -74,6 +76,28 @@ def load_response_estimate(path) -> ResponseEstimate:
         S0=float(values[3]) if values.size == 4 else None,
         ratio=float(values[1] / values[0]),
     )
+
+
+def check_response_file(path, data_shells, *, data=None) -> ResponseEstimate:
+    """The response in ``path``, refused when it does not apply to data with ``data_shells``.
+
+    Called by the command line's pre-flight check (before anything runs) and
+    by :class:`EstimateResponse` (method ``'file'``), so both accept the same
+    files; see :func:`rumba_bids.core.response.response_shells_problem`.
+
+    ``data`` (the DWI file, optional) is named at the end of the message.
+
+    Raises
+    ------
+    InputDataError
+        Not a response file, or estimated at other shells (both sets named).
+    """
+    estimate = load_response_estimate(path)
+    problem = response_shells_problem(estimate, data_shells)
+    if problem is not None:
+        where = "" if data is None else f" (data: {os.path.basename(data)})"
+        raise InputDataError(path, problem + where)
+    return estimate
 
 
 def response_sidecar(estimate: ResponseEstimate) -> dict:
@@ -147,7 +171,9 @@ def estimate_response_files(
     mask_file : str, optional
         Brain mask on the DWI grid.
     in_file : str
-        Response file of method 'file' (JSON or eigenvalue text).
+        Response file of method 'file' (JSON or eigenvalue text); with
+        ``bval_file``/``bvec_file`` it is checked against the data's shells
+        (:func:`check_response_file`).
     wm_response : 3 floats, optional
         Eigenvalues (mm^2/s) replacing the default response (method 'default').
     fa_options, recursive_options : dict, optional
@@ -160,7 +186,11 @@ def estimate_response_files(
     if method == "file":
         if in_file is None:
             raise ValueError("response method 'file' needs a response file (in_file)")
-        estimate = load_response_estimate(in_file)
+        if bval_file is None:
+            estimate = load_response_estimate(in_file)
+        else:  # the shells of the data it is applied to must be the response's
+            gtab = load_gradient_table(bval_file, bvec_file, b0_threshold=b0_threshold)
+            estimate = check_response_file(in_file, gtab.shells)
         stem = in_file
     elif method == "default":
         estimate = default_response()

@@ -31,7 +31,15 @@ from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, GM_MIN_SHELLS
 from ..core.memory import choose_block_voxels
 from ..core.rumba import RECON_TYPES, RumbaSDModel
-from ..core.sphere import DEFAULT_SPHERE, NAMED_SPHERES, Sphere, get_sphere
+from ..core.sphere import (
+    DEFAULT_FOD_SCALE,
+    DEFAULT_SPHERE,
+    FOD_SCALES,
+    NAMED_SPHERES,
+    Sphere,
+    fod_scale_factor,
+    get_sphere,
+)
 from .errors import InputDataError
 from .files import (
     image_data,
@@ -42,6 +50,7 @@ from .files import (
 )
 from .gradients import load_gradient_table
 from .response import read_response
+from .validation import read_scaling
 
 logger = logging.getLogger("nipype.interface")
 
@@ -136,7 +145,33 @@ class ProgressLogger:
         )
 
 
-def rumba_metadata(model: RumbaSDModel, fit, *, response: dict, gm_choice: str) -> dict:
+def fod_units(scale: str = DEFAULT_FOD_SCALE, *, sphere: str | None = None) -> str:
+    """Sidecar ``Units`` of the fODF outputs (SH, amplitudes, peaks, peak values).
+
+    Examples
+    --------
+    >>> fod_units("density").split(":")[0]
+    'fODF density on the unit sphere, 1/sr'
+    """
+    if scale not in FOD_SCALES:
+        raise ValueError(f"fod scale must be one of {FOD_SCALES}, got {scale!r}")
+    if scale == "density":
+        return (
+            "fODF density on the unit sphere, 1/sr: its integral over the sphere is the "
+            "white-matter fraction f_wm (SH: c00 * sqrt(4 pi) = f_wm); independent of the "
+            "sphere (weight of each direction x M / (4 pi))"
+        )
+    return (
+        "fODF weights of the M directions of the fitted sphere"
+        + (f" ({sphere})" if sphere else "")
+        + ", summing to the white-matter fraction f_wm (DIPY RumbaFit.odf scale; "
+        "depends on the sphere: density = weight x M / (4 pi))"
+    )
+
+
+def rumba_metadata(
+    model: RumbaSDModel, fit, *, response: dict, gm_choice: str, fod_scale=DEFAULT_FOD_SCALE
+) -> dict:
     """Sidecar metadata of a fit: ``Model``, ``ResponseFunction``, amplitudes encoding."""
     fitted = fit.mask
     parameters = {
@@ -149,6 +184,7 @@ def rumba_metadata(model: RumbaSDModel, fit, *, response: dict, gm_choice: str) 
         "TotalVariation": model.use_tv,
         "Sphere": model.sphere.name,
         "SphereDirections": len(model.sphere),
+        "FODScale": fod_scale,
         "GMCompartment": model.gm_response is not None,
         "GMDiffusivity": model.gm_response,
         "GMChoice": gm_choice,
@@ -181,22 +217,6 @@ def values_itemsize(image) -> int:
     if slope != 1.0 or inter != 0.0:
         return 8
     return np.dtype(image.get_data_dtype()).itemsize
-
-
-def read_scaling(image) -> tuple[float, float]:
-    """(slope, intercept) nibabel applies when reading ``image`` (1, 0: none).
-
-    A loaded image keeps them in its data proxy, its header's ``scl_*`` fields
-    being reset.
-    """
-    proxy = image.dataobj
-    slope = getattr(proxy, "slope", None)
-    inter = getattr(proxy, "inter", None)
-    if slope is None:
-        slope, inter = image.header.get_slope_inter()
-    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
-    return slope, inter
 
 
 def memory_model(
@@ -280,7 +300,9 @@ class VoxelwiseResult:
     n_blocks: int
 
 
-def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels=None):
+def fit_voxelwise_blocks(
+    model, image, dwi_file, mask, fod_path, *, block_voxels=None, fod_factor=1.0
+):
     """Voxel-wise fit of ``image`` block by block; fODF amplitudes go to ``fod_path``.
 
     Voxels are taken in the order NIfTI stores them (x fastest, Fortran order);
@@ -304,6 +326,8 @@ def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels
         The fODF amplitudes (X, Y, Z, M) are written there (float32 NIfTI).
     block_voxels : int, optional
         Voxels per block (default: all in one block).
+    fod_factor : float
+        The fODF weights are written multiplied by it (see :func:`fod_scale_factor`).
 
     Returns
     -------
@@ -346,7 +370,7 @@ def fit_voxelwise_blocks(model, image, dwi_file, mask, fod_path, *, block_voxels
             del block
             # mapped for this block only: its pages leave the process with it
             fod = np.memmap(mode="r+", **fod_file)
-            fod[index] = result.odf(dtype=None)
+            fod[index] = result.odf(dtype=None) * np.float32(fod_factor)
             fod.flush()
             del fod
             for name in maps:
@@ -392,6 +416,7 @@ def fit_rumba_files(
     n_threads=None,
     chunk_size=None,
     max_memory_gb=None,
+    fod_scale=DEFAULT_FOD_SCALE,
     **options,
 ) -> dict:
     """Fit RUMBA-SD to files and write the results in ``out_dir``.
@@ -425,6 +450,10 @@ def fit_rumba_files(
         of voxels small enough (results are identical); the global fit, which
         needs every voxel at once, fails up front when it cannot fit.
         Default: no limit (one block).
+    fod_scale : {'density', 'weights'}
+        Unit of the fODF amplitudes written (see :func:`fod_scale_factor`):
+        a density on the sphere (1/sr, integral f_wm; default) or the raw
+        per-direction weights (sum f_wm, DIPY's scale).
     **options
         ``n_iter``, ``recon_type``, ``n_coils``, ``R``, ``use_tv`` of :class:`RumbaSDModel`.
 
@@ -436,6 +465,8 @@ def fit_rumba_files(
     """
     if fit not in FIT_MODES:
         raise ValueError(f"fit must be 'voxelwise' or 'global', got {fit!r}")
+    if fod_scale not in FOD_SCALES:
+        raise ValueError(f"fod_scale must be one of {FOD_SCALES}, got {fod_scale!r}")
     dwi = load_dwi(dwi_file)
     gtab = load_gradient_table(bval_file, bvec_file, b0_threshold=b0_threshold)
     if len(gtab) != dwi.shape[3]:
@@ -475,9 +506,16 @@ def fit_rumba_files(
         )
     # an intermediate the size of voxels x directions: uncompressed is faster
     outputs = {"fod_amplitudes": out("_fodamplitudes", ".nii")}
+    fod_factor = fod_scale_factor(len(model.sphere), fod_scale)
     if model.voxelwise:
         maps, result = fit_voxelwise_blocks(
-            model, dwi, dwi_file, mask, outputs["fod_amplitudes"], block_voxels=block_voxels
+            model,
+            dwi,
+            dwi_file,
+            mask,
+            outputs["fod_amplitudes"],
+            block_voxels=block_voxels,
+            fod_factor=fod_factor,
         )
         if result.n_blocks > 1:
             logger.info(
@@ -493,13 +531,15 @@ def fit_rumba_files(
         except ValueError as exc:  # NaN/inf voxels in the mask
             raise InputDataError(dwi_file, str(exc)) from exc
         del data
-        save_like(result.odf(dtype=None), dwi, outputs["fod_amplitudes"])
+        save_like(result.odf(dtype=None) * np.float32(fod_factor), dwi, outputs["fod_amplitudes"])
         maps = {name: getattr(result, name) for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr")}
     outputs["directions_file"] = out("_directions", ".txt")
     np.savetxt(outputs["directions_file"], model.sphere.vertices, fmt="%.17g")
     for name in ("f_wm", "f_gm", "f_csf", "f_iso", "snr"):
         outputs[name] = save_like(maps[name], dwi, out("_" + name.replace("_", "")))
-    outputs["metadata"] = rumba_metadata(model, result, response=response, gm_choice=gm_choice)
+    outputs["metadata"] = rumba_metadata(
+        model, result, response=response, gm_choice=gm_choice, fod_scale=fod_scale
+    )
     return outputs
 
 
@@ -546,6 +586,13 @@ class _FitRumbaInputSpec(BaseInterfaceInputSpec):
         DEFAULT_SPHERE, usedefault=True, desc="sphere name or text file of unit vectors"
     )
     chunk_size = traits.Int(desc="voxels per batch (default: the core's)")
+    fod_scale = traits.Enum(
+        DEFAULT_FOD_SCALE,
+        *(scale for scale in FOD_SCALES if scale != DEFAULT_FOD_SCALE),
+        usedefault=True,
+        desc="unit of the fODF amplitudes: density on the sphere (1/sr, integral f_wm) or "
+        "per-direction weights (sum f_wm, DIPY's scale)",
+    )
     max_memory_gb = traits.Float(
         nohash=True,
         desc="memory the fit may use (GB): the voxel-wise fit runs in blocks of voxels "
@@ -559,7 +606,9 @@ class _FitRumbaInputSpec(BaseInterfaceInputSpec):
 
 
 class _FitRumbaOutputSpec(TraitedSpec):
-    fod_amplitudes = File(exists=True, desc="fODF on the sphere (X, Y, Z, M), float32")
+    fod_amplitudes = File(
+        exists=True, desc="fODF on the sphere (X, Y, Z, M), float32, in the unit fod_scale"
+    )
     directions_file = File(exists=True, desc="sphere directions (M x 3 text, voxel frame)")
     f_wm = File(exists=True, desc="white-matter fraction (sum of the fODF)")
     f_gm = File(exists=True, desc="grey-matter fraction")
@@ -606,6 +655,7 @@ class FitRumba(SimpleInterface):
                 n_coils=inputs.n_coils,
                 R=inputs.R,
                 use_tv=inputs.use_tv,
+                fod_scale=inputs.fod_scale,
                 **optional,
             )
         )

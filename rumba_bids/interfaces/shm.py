@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
@@ -14,7 +12,7 @@ from nipype.interfaces.base import (
 )
 
 from ..core.gradients import voxel_to_world
-from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, sf_to_sh, sh_fit_matrix
+from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, sh_fit_matrix
 from .errors import InputDataError
 from .files import image_data, load_image, output_path, require_file, save_like
 
@@ -22,7 +20,16 @@ from .files import image_data, load_image, output_path, require_file, save_like
 REFERENCES = ("ijk", "xyz")
 #: Voxels processed at once when reading a 4D fODF image slab by slab.
 SLAB_VOXELS = 65536
-_SMOOTH_DEFAULT = inspect.signature(sf_to_sh).parameters["smooth"].default
+#: Laplace-Beltrami regularisation of the fODF's SH fit, per steradian (see
+#: :func:`sphere_smooth`).  RUMBA-SD's fODF is sharper than degree-8 SH can hold,
+#: and a plain least-squares fit rings: side lobes of ~10 % of the peak that
+#: MRtrix3's ``fod2fixel`` (peak threshold 0.1) counted as extra fixels in every
+#: single-fibre voxel of the demo phantom.  On the demo (600 iterations) the count
+#: of single-fibre voxels with exactly one fixel rose from 0 % (no regularisation)
+#: over 42 % (0.7e-4) and 87 % (0.85e-4) to 100 % from 1e-4; this default keeps a
+#: factor 2 of margin, costs about 3 % of tckgen tangents within 20 degrees, and
+#: leaves the integral (c00) unchanged.
+DEFAULT_SH_SMOOTHING = 2e-4
 
 
 def read_directions(path, n_expected: int) -> np.ndarray:
@@ -63,15 +70,20 @@ def fod_to_sh_file(
     *,
     sh_order=DEFAULT_SH_ORDER,
     basis=DEFAULT_SH_BASIS,
-    smooth=_SMOOTH_DEFAULT,
+    smoothing=DEFAULT_SH_SMOOTHING,
     reference="ijk",
 ) -> str:
-    """Fit SH to the fODF amplitudes of ``fod_file`` slab by slab; write float32 SH."""
+    """Fit SH to the fODF amplitudes of ``fod_file`` slab by slab; write float32 SH.
+
+    ``smoothing`` is the Laplace-Beltrami weight per steradian
+    (:func:`sphere_smooth`): the same filter whatever the number of directions.
+    """
     image = load_image(fod_file, "fODF amplitude image")
     directions = directions_in(
         reference, read_directions(directions_file, image.shape[-1]), image.affine
     )
     # the matrix of sf_to_sh, computed once for all slabs
+    smooth = sphere_smooth(smoothing, len(directions))
     to_sh = sh_fit_matrix(directions, sh_order=sh_order, basis=basis, smooth=smooth)
     to_sh = np.ascontiguousarray(to_sh.T, dtype=np.float32)
     sh = np.zeros(image.shape[:3] + (to_sh.shape[1],), dtype=np.float32)
@@ -84,15 +96,37 @@ def fod_to_sh_file(
     return save_like(sh, image, out_file)
 
 
-def sh_encoding(*, sh_order: int, basis: str, reference: str) -> dict:
-    """``OrientationEncoding`` of an SH image (BEP016 draft)."""
-    return {
+def sphere_smooth(smoothing: float, n_directions: int) -> float:
+    """``smooth`` of :func:`sf_to_sh` (DIPY's) for a weight ``smoothing`` per steradian.
+
+    The least-squares term of :func:`sf_to_sh` sums over the ``M`` directions,
+    about ``M / (4 pi)`` times the integral over the sphere; scaling the
+    regularisation weight by the same factor gives every sphere the same
+    filter (degree ``l`` damped by about ``1 / (1 + smoothing l^2 (l+1)^2)``).
+
+    Examples
+    --------
+    >>> round(sphere_smooth(2e-4, 724), 5)
+    0.01152
+    """
+    if not np.isfinite(smoothing) or smoothing < 0:
+        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+    return float(smoothing) * int(n_directions) / (4 * np.pi)
+
+
+def sh_encoding(*, sh_order: int, basis: str, reference: str, smoothing=None) -> dict:
+    """``OrientationEncoding`` of an SH image (BEP016 draft), with the fit's
+    Laplace-Beltrami ``smoothing`` (per steradian) when given."""
+    encoding = {
         "Type": "sh",
         "SphericalHarmonicBasis": basis,
         "SphericalHarmonicDegree": int(sh_order),
         "EncodingAxis": 3,
         "Reference": reference,
     }
+    if smoothing is not None:
+        encoding["LaplaceBeltramiSmoothing"] = float(smoothing)
+    return encoding
 
 
 class _FodToSHInputSpec(BaseInterfaceInputSpec):
@@ -107,7 +141,12 @@ class _FodToSHInputSpec(BaseInterfaceInputSpec):
         usedefault=True,
         desc="real symmetric SH basis",
     )
-    smooth = traits.Float(_SMOOTH_DEFAULT, usedefault=True, desc="Laplace-Beltrami weight")
+    smoothing = traits.Float(
+        DEFAULT_SH_SMOOTHING,
+        usedefault=True,
+        desc="Laplace-Beltrami weight per steradian (sphere-independent; 0: plain least "
+        "squares, DIPY's sf_to_sh smooth = smoothing x M / (4 pi))",
+    )
     reference = traits.Enum(*REFERENCES, usedefault=True, desc="frame of the SH: ijk or xyz")
 
 
@@ -130,10 +169,13 @@ class FodToSH(SimpleInterface):
             output_path(inputs.fod_amplitudes, "_sh", runtime.cwd),
             sh_order=inputs.sh_order,
             basis=inputs.sh_basis,
-            smooth=inputs.smooth,
+            smoothing=inputs.smoothing,
             reference=inputs.reference,
         )
         self._results["encoding"] = sh_encoding(
-            sh_order=inputs.sh_order, basis=inputs.sh_basis, reference=inputs.reference
+            sh_order=inputs.sh_order,
+            basis=inputs.sh_basis,
+            reference=inputs.reference,
+            smoothing=inputs.smoothing,
         )
         return runtime

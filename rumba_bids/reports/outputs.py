@@ -38,7 +38,13 @@ MAP_PARAMS = {
     "f_iso": "fiso",
     "snr": "snr",
 }
-_ENTITY_KEYS = (("ses", "session"), ("acq", "acquisition"), ("dir", "direction"), ("run", "run"))
+_ENTITY_KEYS = (
+    ("ses", "session"),
+    ("acq", "acquisition"),
+    ("rec", "reconstruction"),
+    ("dir", "direction"),
+    ("run", "run"),
+)
 DEFAULT_B0_THRESHOLD = 50.0
 
 
@@ -265,8 +271,10 @@ class RunOutputs:
 
         The SH image is read for this slice only and evaluated on the
         sphere's directions; negative lobes are clipped.  With
-        ``with_isotropic`` the isotropic fraction is spread evenly over the
-        fit's sphere (as :attr:`RumbaFit.combined_odf_iso`).
+        ``with_isotropic`` the isotropic fraction is added in the fODF's unit
+        (``FODScale``): as a density ``f_iso / (4 pi)``, or spread evenly over
+        the fit's sphere for weights (as :attr:`RumbaFit.combined_odf_iso`;
+        outputs without ``FODScale`` are weights).
 
         Returns
         -------
@@ -284,9 +292,12 @@ class RunOutputs:
         sh = self.frame.read_slice(self.image("fod"), axis, index).astype(np.float32)
         odf = np.maximum(sh_to_sf(sh, directions, basis=basis), 0.0)
         if with_isotropic and "f_iso" in self.files:
-            n_fit = int(self.parameters.get("SphereDirections") or len(sphere))
+            if self.parameters.get("FODScale", "weights") == "density":
+                spread = 4 * np.pi
+            else:
+                spread = int(self.parameters.get("SphereDirections") or len(sphere))
             f_iso = self.frame.read_slice(self.image("f_iso"), axis, index)
-            odf = odf + np.asarray(f_iso, dtype=np.float32)[..., None] / n_fit
+            odf = odf + np.asarray(f_iso, dtype=np.float32)[..., None] / np.float32(spread)
         return odf
 
     @cached_property

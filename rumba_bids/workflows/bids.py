@@ -1,7 +1,8 @@
 """The BIDS-App graph: one RUMBA-SD sub-workflow per DWI run, plus derivative sinks.
 
-The runs are found (and checked) by the command line before this builder is
-called; here they are plain :class:`DwiRun` records.  Each run becomes a
+The runs are found and checked by :mod:`rumba_bids.inputs` before this builder
+is called; here they are :class:`~rumba_bids.inputs.record.DwiRun` records (the
+same records: files, entities, b-vector convention, input layout).  Each run becomes a
 sub-workflow named from its BIDS entities (``sub_01_ses_1_run_2_wf``) that
 wraps :func:`rumba_bids.workflows.rumba.init_rumba_wf` and saves its outputs
 with :class:`~rumba_bids.interfaces.derivatives.DerivativesDataSink` under
@@ -13,14 +14,20 @@ from __future__ import annotations
 import inspect
 import re
 from copy import deepcopy
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from ..core.sphere import DEFAULT_FOD_SCALE, DEFAULT_SPHERE
+from ..inputs.record import DwiRun
 from ..interfaces.derivatives import DerivativesBundleSink, bids_path
+from ..interfaces.rumba import fod_units
 
+__all__ = ["DwiRun", "init_dwi_run_wf", "init_rumba_bids_wf", "workflow_name"]
+
+#: Outputs in the unit of the fODF (``fod_scale``), stated in their sidecar's ``Units``.
+FOD_UNIT_OUTPUTS = ("fod_sh", "fod_amplitudes", "peaks", "peak_values")
 #: (outputnode field, param entity, desc entity, OrientationEncoding kind or None).
 MAP_OUTPUTS = (
     ("fod_sh", "fod", None, "sh"),
@@ -45,41 +52,6 @@ DESCRIPTIONS = {
     "fiso": "Total isotropic signal fraction (GM + CSF)",
     "snr": "Signal-to-noise ratio S0/sigma from the RUMBA-SD noise estimate",
 }
-
-
-@dataclass(frozen=True)
-class DwiRun:
-    """One DWI run to process (already found and checked).
-
-    Attributes
-    ----------
-    dwi_file, bval_file, bvec_file : str
-        Absolute paths (FSL-format gradients).
-    label : str
-        BIDS entities of the run, e.g. ``sub-01_ses-1_run-2``.
-    mask_file : str or None
-        Brain mask given with the data (preprocessed input) or by the user.
-    n_shells : int
-        Non-zero shells of the acquisition (decides the GM compartment).
-    sources : tuple of str
-        BIDS URIs of the inputs, for the sidecars' ``Sources``.
-    """
-
-    dwi_file: str
-    bval_file: str
-    bvec_file: str
-    label: str
-    mask_file: str | None = None
-    n_shells: int = 1
-    sources: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def subject(self) -> str:
-        return re.match(r"sub-([a-zA-Z0-9]+)", self.label).group(1)
-
-    @property
-    def workflow_name(self) -> str:
-        return re.sub(r"[^a-zA-Z0-9]", "_", self.label).lower() + "_wf"
 
 
 def workflow_name(version: str) -> str:
@@ -162,7 +134,12 @@ def init_dwi_run_wf(
         estimate_mem_gb, {"dwi_file": run.dwi_file, "bval_file": run.bval_file, **rumba_options}
     )
     memory = cap_mem_gb(memory, mem_limit_gb)
-    options = {**rumba_options, "omp_nthreads": omp_nthreads, "mem_gb": memory}
+    options = {
+        **rumba_options,
+        "omp_nthreads": omp_nthreads,
+        "mem_gb": memory,
+        "bvec_convention": run.bvec_convention,
+    }
     if mem_limit_gb is not None:
         options["max_memory_gb"] = memory["fit"]
     rumba_wf = _call_with_accepted(init_rumba_wf, options)
@@ -172,8 +149,9 @@ def init_dwi_run_wf(
     if run.mask_file:
         rumba_wf.inputs.inputnode.mask_file = run.mask_file
 
-    mask_name = bids_path(run.dwi_file, desc="brain", suffix="mask", extension=".nii.gz")
+    mask_name = bids_path(run.name_source, desc="brain", suffix="mask", extension=".nii.gz")
     map_sources = [*run.sources, f"bids::{mask_name}"]
+    provenance = {"InputLayout": run.layout, "BvecConvention": run.bvec_convention}
     sh_order = rumba_options.get("sh_order", 8)
     sh_basis = rumba_options.get("sh_basis", "mrtrix3")
 
@@ -188,10 +166,16 @@ def init_dwi_run_wf(
             + (" sampled on the sphere" if desc == "amplitudes" else ""),
             "SkullStripped": True,
             "Sources": map_sources,
+            **provenance,
         }
         fallback = _orientation_encoding(kind, sh_order=sh_order, sh_basis=sh_basis)
         if fallback is not None:
             extra["OrientationEncoding"] = fallback
+        if field_name in FOD_UNIT_OUTPUTS:
+            extra["Units"] = fod_units(
+                rumba_options.get("fod_scale", DEFAULT_FOD_SCALE),
+                sphere=rumba_options.get("sphere", DEFAULT_SPHERE),
+            )
         spec = {"model": "rumba", "param": param, "suffix": "dwimap", "extra_meta": extra}
         if desc:
             spec["desc"] = desc
@@ -211,6 +195,7 @@ def init_dwi_run_wf(
                 "Description": "Brain mask the fit was restricted to"
                 + (" (given with the input)" if run.mask_file else " (median Otsu)"),
                 "Sources": list(run.sources),
+                **provenance,
             },
         }
     )
@@ -219,7 +204,7 @@ def init_dwi_run_wf(
 
     ds_derivatives = pe.Node(
         DerivativesBundleSink(
-            len(specs), base_directory=output_dir, source_file=run.dwi_file, outputs=specs
+            len(specs), base_directory=output_dir, source_file=run.name_source, outputs=specs
         ),
         name="ds_derivatives",
         run_without_submitting=True,

@@ -18,8 +18,15 @@ from ..core.kernel import DEFAULT_CSF_RESPONSE
 from ..core.memory import fod_node_bytes, process_bytes, series_node_bytes
 from ..core.response import METHODS as RESPONSE_METHODS
 from ..core.rumba import RECON_TYPES
-from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, n_sh_coefficients
-from ..core.sphere import DEFAULT_SPHERE
+from ..core.shm import (
+    DEFAULT_SH_BASIS,
+    DEFAULT_SH_ORDER,
+    SH_BASES,
+    max_sh_order,
+    n_axes,
+    n_sh_coefficients,
+)
+from ..core.sphere import DEFAULT_FOD_SCALE, DEFAULT_SPHERE, FOD_SCALES
 from ..interfaces.gradients import CheckGradients
 from ..interfaces.masking import BrainMask
 from ..interfaces.peaks import PEAK_DEFAULTS, ExtractPeaks
@@ -32,7 +39,8 @@ from ..interfaces.rumba import (
     resolve_sphere,
     values_itemsize,
 )
-from ..interfaces.shm import REFERENCES, SLAB_VOXELS, FodToSH
+from ..interfaces.shm import DEFAULT_SH_SMOOTHING, REFERENCES, SLAB_VOXELS, FodToSH
+from ..interfaces.validation import BVEC_CONVENTIONS
 
 INPUT_FIELDS = ("dwi_file", "bval_file", "bvec_file", "mask_file")
 OUTPUT_FIELDS = (
@@ -168,12 +176,15 @@ def cap_mem_gb(memory: dict, limit_gb) -> dict:
     return {key: min(value, float(limit_gb)) for key, value in memory.items()}
 
 
-def merge_rumba_metadata(fit_metadata, sh_encoding, peaks_encoding, mask_method):
+def merge_rumba_metadata(
+    fit_metadata, sh_encoding, peaks_encoding, mask_method, bvec_convention="fsl"
+):
     """Sidecar metadata of the workflow: the fit's, plus every OrientationEncoding."""
     import copy
 
     metadata = copy.deepcopy(fit_metadata)
     metadata["Model"]["Parameters"]["BrainMask"] = mask_method
+    metadata["BvecConvention"] = bvec_convention
     metadata["OrientationEncoding"]["sh"] = sh_encoding
     metadata["OrientationEncoding"].update(peaks_encoding)
     return metadata
@@ -199,6 +210,16 @@ def _check_options(options: dict) -> None:
         ),
         (options["sh_basis"] in SH_BASES, f"sh_basis must be one of {SH_BASES}"),
         (options["reference"] in REFERENCES, f"reference must be one of {REFERENCES}"),
+        (options["fod_scale"] in FOD_SCALES, f"fod_scale must be one of {FOD_SCALES}"),
+        (
+            _positive(options["sh_smoothing"]) or options["sh_smoothing"] == 0,
+            "sh_smoothing must be a number >= 0 (per steradian)",
+        ),
+        (
+            options["bvec_convention"] in BVEC_CONVENTIONS,
+            f"bvec_convention must be one of {BVEC_CONVENTIONS} ('fsl': FSL/BIDS .bvec; "
+            "'ijk': vectors along the image axes, e.g. QSIPrep's)",
+        ),
         (
             options["wm_response"] is None or np.shape(options["wm_response"]) == (3,),
             "wm_response must be None or 3 eigenvalues in mm^2/s, e.g. (1.7e-3, 0.2e-3, 0.2e-3)",
@@ -223,11 +244,26 @@ def _check_options(options: dict) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
-    n_directions = len(resolve_sphere(options["sphere"]))
-    if options["sh_order"] % 2 or n_sh_coefficients(options["sh_order"]) > n_directions:
+    check_sh_order(options["sh_order"], options["sphere"])
+
+
+def check_sh_order(sh_order, sphere) -> None:
+    """Refuse an SH order the fODF's sphere cannot determine (see :func:`max_sh_order`).
+
+    The fODF is sampled on the ``sphere``'s vertices; its SH coefficients of
+    order ``sh_order`` are determined by the samples only when there are at
+    least as many distinct axes as coefficients.
+    """
+    vertices = resolve_sphere(sphere).vertices
+    largest = max_sh_order(vertices)
+    if not isinstance(sh_order, int | np.integer) or sh_order < 2 or sh_order % 2:
+        raise ValueError(f"sh_order must be an even integer >= 2, got {sh_order!r}")
+    if sh_order > largest:
         raise ValueError(
-            f"sh_order must be even and need at most {n_directions} coefficients "
-            f"(the sphere's directions), got {options['sh_order']}"
+            f"sh_order {sh_order} needs {n_sh_coefficients(sh_order)} SH coefficients but "
+            f"the sphere {sphere if isinstance(sphere, str) else ''} has "
+            f"{n_axes(vertices)} distinct axes ({len(vertices)} vertices): use sh_order <= "
+            f"{largest} or a larger sphere"
         )
 
 
@@ -269,11 +305,14 @@ def init_rumba_wf(
     sphere=DEFAULT_SPHERE,
     sh_order=DEFAULT_SH_ORDER,
     sh_basis=DEFAULT_SH_BASIS,
+    sh_smoothing=DEFAULT_SH_SMOOTHING,
     npeaks=PEAK_DEFAULTS["npeaks"],
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
     refine_peaks=PEAK_DEFAULTS["refine"],
     reference="xyz",
+    fod_scale=DEFAULT_FOD_SCALE,
+    bvec_convention="fsl",
     b0_threshold=DEFAULT_B0_THRESHOLD,
     omp_nthreads=1,
     mem_gb=None,
@@ -324,6 +363,11 @@ def init_rumba_wf(
     sh_order : int
         Maximum even SH degree of ``fod_sh``.
     sh_basis : {'mrtrix3', 'descoteaux'}
+    sh_smoothing : float
+        Laplace-Beltrami regularisation of the SH fit, per steradian (the same
+        filter for every sphere; 0: plain least squares).  The default removes
+        the ringing that MRtrix3's ``fod2fixel`` would count as extra fixels
+        (see :data:`rumba_bids.interfaces.shm.DEFAULT_SH_SMOOTHING`).
     npeaks, relative_peak_threshold, min_separation_angle
         Peak extraction (at most ``npeaks`` maxima above the given fraction of
         the largest, at least ``min_separation_angle`` degrees apart).
@@ -334,6 +378,17 @@ def init_rumba_wf(
         Frame of the SH and peak directions: voxel axes (recorded as
         ``Reference: ijk``) or world axes of the affine (as MRtrix3 reads them).
         The amplitudes always use voxel-frame directions.
+    fod_scale : {'density', 'weights'}
+        Unit of every fODF output (SH, amplitudes, peak values): a density on
+        the sphere (1/sr; its integral over the sphere is f_wm, so values do
+        not depend on ``sphere`` and MRtrix3's default thresholds apply), or
+        the raw per-direction weights (sum f_wm; DIPY's ``RumbaFit.odf``).
+        Recorded as ``Model.Parameters.FODScale``.
+    bvec_convention : {'fsl', 'ijk'}
+        How ``bvec_file`` is read: ``'fsl'`` (FSL/BIDS: voxel axes with x negated
+        when det(affine) > 0; raw BIDS, HCP-YA) or ``'ijk'`` (vectors along the
+        image axes, never flipped; QSIPrep's ``.bvec``).  Recorded in the
+        metadata as ``BvecConvention``.  Say it: a wrong one mirrors the fibres.
     b0_threshold : float
         Volumes with b <= this (s/mm^2) are b0 volumes.
     omp_nthreads : int
@@ -353,7 +408,7 @@ def init_rumba_wf(
     Inputs
     ------
     dwi_file, bval_file, bvec_file
-        4D DWI series and its BIDS/FSL gradient files.
+        4D DWI series and its gradient files (``.bvec`` in ``bvec_convention``).
     mask_file
         Optional brain mask on the DWI grid (default: ``median_otsu``).
 
@@ -375,6 +430,7 @@ def init_rumba_wf(
     metadata
         Sidecar content: ``Model`` (``Description``, ``URL``, ``Parameters``
         with every fit setting, the GM/CSF choice and ``BrainMask``),
+        ``BvecConvention``,
         ``ResponseFunction`` (``Type`` eigen/zsh, ``Values``) and
         ``OrientationEncoding`` per output kind (``sh``, ``amplitudes``,
         ``peaks``, ``peakvals``).
@@ -389,7 +445,7 @@ def init_rumba_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=list(OUTPUT_FIELDS)), name="outputnode")
 
     check_gradients = pe.Node(
-        CheckGradients(b0_threshold=b0_threshold),
+        CheckGradients(b0_threshold=b0_threshold, bvec_convention=bvec_convention),
         name="check_gradients",
         mem_gb=SMALL_NODE_MEM_GB,
     )
@@ -424,6 +480,7 @@ def init_rumba_wf(
             gm_response=gm_response,
             csf_response=csf_response,
             sphere=sphere,
+            fod_scale=fod_scale,
             b0_threshold=b0_threshold,
             n_threads=omp_nthreads,
             **({} if max_memory_gb is None else {"max_memory_gb": float(max_memory_gb)}),
@@ -433,7 +490,7 @@ def init_rumba_wf(
         mem_gb=memory["fit"],
     )
     fod_to_sh = pe.Node(
-        FodToSH(sh_order=sh_order, sh_basis=sh_basis, reference=reference),
+        FodToSH(sh_order=sh_order, sh_basis=sh_basis, smoothing=sh_smoothing, reference=reference),
         name="fod_to_sh",
         mem_gb=memory["fod"],
     )
@@ -451,12 +508,19 @@ def init_rumba_wf(
     merge_metadata = pe.Node(
         niu.Function(
             function=merge_rumba_metadata,
-            input_names=["fit_metadata", "sh_encoding", "peaks_encoding", "mask_method"],
+            input_names=[
+                "fit_metadata",
+                "sh_encoding",
+                "peaks_encoding",
+                "mask_method",
+                "bvec_convention",
+            ],
             output_names=["metadata"],
         ),
         name="merge_metadata",
         mem_gb=SMALL_NODE_MEM_GB,
     )
+    merge_metadata.inputs.bvec_convention = bvec_convention
 
     # fmt: off
     workflow.connect([

@@ -113,3 +113,20 @@ def test_main_writes_sessionless_single_subject(tmp_path, capsys):
     assert "wrote 1 DWI runs" in capsys.readouterr().out
     assert (target / "sub-01/dwi/sub-01_dwi.nii.gz").is_file()
     assert not list(target.glob("sub-01/ses-*"))
+
+
+@pytest.mark.parametrize(
+    ("layout", "written"),
+    [
+        ("qsiprep", "sub-01/ses-2/dwi/sub-01_ses-2_space-ACPC_desc-preproc_dwi.nii.gz"),
+        ("qsiprep-legacy", "qsiprep/sub-01/ses-1/dwi/sub-01_ses-1_space-T1w_desc-preproc_dwi.b"),
+        ("hcpya", "100307/T1w/Diffusion/bvecs"),
+    ],
+)
+def test_main_writes_the_preprocessed_layouts(tmp_path, capsys, layout, written):
+    target = tmp_path / layout
+    arguments = [str(target), "--subjects", "1", "--shape", "16", "16", "16", "--layout", layout]
+    assert main(arguments) == 0
+    assert (target / written).is_file()
+    assert (target / "derivatives" / "groundtruth" / "dataset_description.json").is_file()
+    assert main([str(tmp_path / "x"), "--layout", "fsl"]) == 64

@@ -97,3 +97,52 @@ def test_run_group_errors(tmp_path):
     bad.write_text('{"Type": "eigen"}')
     with pytest.raises(DataError, match="not a response file"):
         run_group(settings(out))
+
+
+def tensor_at(shells, l1=1.7e-3):
+    return ResponseEstimate(
+        method="fa", evals=[l1, 2e-4, 2e-4], S0=1000.0, n_voxels=10, ratio=2e-4 / l1,
+        shells=shells,
+    )  # fmt: skip
+
+
+def zsh_at(shell, c0=50.0):
+    return ResponseEstimate(
+        method="recursive", evals=[1.7e-3, 2e-4, 2e-4], S0=100.0, n_voxels=5,
+        shells=(shell,), zonal_coefs=[c0, -10.0],
+    )  # fmt: skip
+
+
+def test_responses_from_different_shells_are_never_averaged():
+    with pytest.raises(ValueError, match="different kinds or shells.*b=1000.*b=2000"):
+        average_responses([zsh_at(1000.0), zsh_at(2000.0)])
+    with pytest.raises(ValueError, match="different kinds or shells"):
+        average_responses([tensor_at((1000.0,)), tensor_at((2000.0,))])
+    # within the shell tolerance (20 s/mm^2) the shells are the same
+    average = average_responses([zsh_at(1000.0, 40.0), zsh_at(1010.0, 60.0)])
+    assert average.shells == (1005.0,)
+    np.testing.assert_allclose(average.zonal_coefs, [50.0, -10.0])
+
+
+def test_run_group_writes_one_file_per_kind_and_shell_set(tmp_path):
+    out = tmp_path / "out"
+    runs = {
+        "sub-01/ses-1/dwi/sub-01_ses-1": zsh_at(1000.0, 40.0),
+        "sub-01/ses-2/dwi/sub-01_ses-2": zsh_at(1000.0, 60.0),
+        "sub-02/dwi/sub-02": zsh_at(3000.0),
+        "sub-03/dwi/sub-03": tensor_at((3000.0,)),
+        "sub-04/dwi/sub-04": tensor_at((1000.0, 2000.0)),
+        "sub-05/dwi/sub-05": tensor_at(None),  # an old file: no shells recorded
+    }
+    for stem, estimate in runs.items():
+        write(out, f"{stem}_model-rumba_response.json", estimate)
+    assert run_group(settings(out)) == 0
+    written = sorted(path.name for path in out.glob("*group_response.json"))
+    assert written == [
+        f"acq-{label}_{GROUP_RESPONSE}"
+        for label in ("tensorb1000b2000", "tensorb3000", "tensornoshells", "zshb1000", "zshb3000")
+    ]
+    content = json.loads((out / f"acq-zshb1000_{GROUP_RESPONSE}").read_text())
+    assert content["NRuns"] == 2 and content["Shells"] == [1000.0]
+    np.testing.assert_allclose(content["ZonalCoefficients"], [50.0, -10.0])
+    assert "Shells" not in json.loads((out / f"acq-tensornoshells_{GROUP_RESPONSE}").read_text())

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from rumba_bids.cli.errors import ExitCode, RumbaBidsError
+from rumba_bids.cli.machine import available_cpus
 from rumba_bids.cli.parser import build_parser, default_work_dir, parse_memory_gb, parse_settings
+from rumba_bids.cli.resources import memory_limit_gb
 
 
 @pytest.fixture
@@ -37,7 +39,9 @@ def test_defaults(bids):
     assert settings.model.fit == "voxelwise" and not settings.model.use_tv
     assert settings.model.use_gm is None and settings.model.use_csf
     assert settings.plugin == "MultiProc" and settings.plugin_args["n_procs"] == settings.nprocs
-    assert settings.omp_nthreads == (1 if settings.nprocs > 1 else settings.nprocs)
+    assert settings.nprocs == available_cpus()  # affinity mask and cgroup CPU quota
+    assert settings.omp_nthreads is None  # decided once the runs are known
+    assert settings.plugin_args["memory_gb"] == memory_limit_gb(None)  # not the host's 90 %
     with pytest.raises(AttributeError, match="cannot assign"):  # frozen
         settings.nprocs = 3
     assert json.loads(settings.to_json())["model"]["sphere"] == "repulsion724"
@@ -111,7 +115,6 @@ def test_resources(bids):
     assert (settings.nprocs, settings.omp_nthreads, settings.mem_gb) == (4, 2, 8.0)
     assert settings.plugin_args["memory_gb"] == 8.0
     assert code_of(bids, "--nprocs", "1", "--omp-nthreads", "2")[0] == ExitCode.USAGE
-    assert parse(bids, "--nprocs", "1").omp_nthreads == 1  # the default never exceeds it
     assert parse_memory_gb("16000MB") == 16.0 and parse_memory_gb("2.5") == 2.5
     assert code_of(bids, "--mem", "lots")[0] == ExitCode.USAGE
     assert code_of(bids, "--bogus-flag")[0] == ExitCode.USAGE
@@ -131,6 +134,22 @@ def test_plugin_file(bids, tmp_path):
     bad.write_text("plugin_args: {}\n")
     assert code_of(bids, "--use-plugin", str(bad))[0] == ExitCode.USAGE
     assert code_of(bids, "--use-plugin", str(tmp_path / "no.yml"))[0] == ExitCode.NO_INPUT
+
+
+@pytest.mark.parametrize(
+    ("plugin", "expected"),
+    [
+        ("SLURMGraph", "use plugin: SLURM (the app waits for its jobs)"),
+        ("SGEGraph", "use plugin: SGE"),
+        ("CondorDAGMan", "returns before anything runs"),
+        ("NoSuchScheduler", "unknown Nipype plugin 'NoSuchScheduler'"),
+    ],
+)
+def test_plugins_that_cannot_report_are_refused(bids, tmp_path, plugin, expected):
+    path = tmp_path / "plugin.yml"
+    path.write_text(f"plugin: {plugin}\n")
+    code, line = code_of(bids, "--use-plugin", str(path))
+    assert code == ExitCode.USAGE and expected in line and "\n" not in line
 
 
 def test_filter_file(bids, tmp_path):
@@ -173,3 +192,17 @@ def test_peak_refinement_switch_reaches_the_peak_node(bids):
     for chosen, expected in ((parse(bids).model, True), (model, False)):
         workflow = init_rumba_wf(**rumba_options(chosen))
         assert workflow.get_node("extract_peaks").inputs.refine is expected
+
+
+def test_fod_scale_reaches_the_workflow(bids):
+    from rumba_bids.cli.run import rumba_options
+    from rumba_bids.core.defaults import DEFAULT_FOD_SCALE
+    from rumba_bids.workflows.rumba import init_rumba_wf
+
+    assert parse(bids).model.fod_scale == DEFAULT_FOD_SCALE == "density"
+    model = parse(bids, "--fod-scale", "weights").model
+    options = rumba_options(model)
+    assert options["fod_scale"] == "weights"
+    workflow = init_rumba_wf(**options)
+    assert workflow.get_node("fit_rumba").inputs.fod_scale == "weights"
+    assert code_of(bids, "--fod-scale", "sum")[0] == ExitCode.USAGE

@@ -5,6 +5,7 @@ The demo dataset has 2 subjects: sub-01 with 2 single-shell sessions (RAS+ affin
 sub-02 multi-shell without sessions (LAS affine).  Fits use few iterations.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -386,7 +387,7 @@ def test_blas_threads_are_limited():
 def test_execution_settings_reach_the_graph(demo_template, tmp_path):
     from rumba_bids.cli.parser import parse_settings
     from rumba_bids.cli.run import build_workflow, rumba_options
-    from rumba_bids.workflows.bids import DwiRun
+    from rumba_bids.inputs.record import DwiRun
 
     settings = parse_settings(
         [str(demo_template), str(tmp_path / "out"), "participant", "--stop-on-first-crash",
@@ -396,10 +397,21 @@ def test_execution_settings_reach_the_graph(demo_template, tmp_path):
     assert options["csf_response"] is None and options["gm_response"] == 1e-3
     assert options["wm_response"] is None  # only used by --response default
     stem = str(demo_template / "sub-02/dwi/sub-02_dwi")
-    run = DwiRun(stem + ".nii.gz", stem + ".bval", stem + ".bvec", label="sub-02", n_shells=3)
+    run = DwiRun(stem + ".nii.gz", stem + ".bval", stem + ".bvec", (("subject", "02"),))
     workflow = build_workflow(settings, [run], {"sub-02": True})
     assert workflow.base_dir == str(settings.work_dir)
     assert workflow.config["execution"]["stop_on_first_crash"] is True
     fit = workflow.get_node("sub_02_wf.rumba_wf.fit_rumba")
     assert fit.inputs.n_iter == 7 and fit.inputs.csf_response is None
-    assert fit.n_procs == settings.omp_nthreads
+    assert fit.n_procs == settings.nprocs  # a single run gets every CPU
+    second = (("subject", "02"), ("run", "2"))
+    two = [
+        run,
+        DwiRun(f"{stem}.nii.gz", f"{stem}.bval", f"{stem}.bvec", second),
+    ]
+    shared = build_workflow(
+        dataclasses.replace(settings, nprocs=4), two, {"sub-02": True, "sub-02_run-2": True}
+    )
+    assert shared.get_node("sub_02_wf.rumba_wf.fit_rumba").n_procs == 2  # 4 CPUs, 2 runs
+    given = build_workflow(dataclasses.replace(settings, omp_nthreads=1), [run], {"sub-02": True})
+    assert given.get_node("sub_02_wf.rumba_wf.fit_rumba").n_procs == 1  # --omp-nthreads wins

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.csd import CsdModel, deconvolve, hemisphere, zonal_from_tensor
 from rumba_bids.core.kernel import AxisymmetricResponse
@@ -17,9 +18,9 @@ from rumba_bids.core.phantoms import (
 )
 from rumba_bids.core.sphere import get_sphere
 
-csdeconv = pytest.importorskip("dipy.reconst.csdeconv")
-dipy_data = pytest.importorskip("dipy.data")
-dipy_gradients = pytest.importorskip("dipy.core.gradients")
+csdeconv = LazyModule("dipy.reconst.csdeconv")
+dipy_data = LazyModule("dipy.data")
+dipy_gradients = LazyModule("dipy.core.gradients")
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 

@@ -70,7 +70,7 @@ def test_subset_and_gradients():
 def test_cartesian_grid_detection():
     import os
 
-    import dipy
+    dipy = pytest.importorskip("dipy")
 
     table = np.loadtxt(
         os.path.join(os.path.dirname(dipy.__file__), "data/files/dsi515_b_table.txt")

@@ -2,21 +2,22 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core import AxisymmetricResponse, get_sphere, rumba_kernel
 from rumba_bids.core.kernel import perpendicular_axes
 from rumba_bids.core.phantoms import make_acquisition
 
-dipy_rumba = pytest.importorskip("dipy.reconst.rumba")
-from dipy.core.gradients import gradient_table  # noqa: E402
-from dipy.core.sphere import Sphere as DipySphere  # noqa: E402
+dipy_rumba = LazyModule("dipy.reconst.rumba")
+dipy_gradients = LazyModule("dipy.core.gradients")
+dipy_sphere = LazyModule("dipy.core.sphere")
 
 
 def _dipy_kernel(gtab, vertices, wm, gm, csf):
-    dg = gradient_table(np.array(gtab.bvals), bvecs=np.array(gtab.bvecs))
+    dg = dipy_gradients.gradient_table(np.array(gtab.bvals), bvecs=np.array(gtab.bvecs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return dipy_rumba.generate_kernel(dg, DipySphere(xyz=vertices), wm, gm, csf)
+        return dipy_rumba.generate_kernel(dg, dipy_sphere.Sphere(xyz=vertices), wm, gm, csf)
 
 
 @pytest.mark.parametrize(
@@ -37,7 +38,7 @@ def test_kernel_matches_dipy(bvals, wm):
 
 
 def test_axisymmetric_response_matches_dipy():
-    from dipy.reconst.csdeconv import AxSymShResponse
+    AxSymShResponse = pytest.importorskip("dipy.reconst.csdeconv").AxSymShResponse
 
     gtab = make_acquisition(n_b0=2, n_dirs=30, bvals=(2000.0,))
     vertices = get_sphere("repulsion100").vertices

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import GradientTable
 from rumba_bids.core.head_phantom import make_head_phantom
@@ -17,9 +18,13 @@ from rumba_bids.core.masking import (
 from rumba_bids.core.phantoms import make_acquisition
 
 nib = pytest.importorskip("nibabel")
-dipy_mask = pytest.importorskip("dipy.segment.mask")
-dipy = pytest.importorskip("dipy")
-DIPY_FILES = os.path.join(os.path.dirname(dipy.__file__), "data", "files")
+dipy_mask = LazyModule("dipy.segment.mask")
+
+
+def dipy_file(name):
+    """A file of DIPY's installed test data (skips without DIPY)."""
+    dipy = pytest.importorskip("dipy", reason="needs DIPY's test data (pip install -e .[test])")
+    return os.path.join(os.path.dirname(dipy.__file__), "data", "files", name)
 
 
 def dice(a, b):
@@ -27,7 +32,7 @@ def dice(a, b):
 
 
 def load_scan(name):
-    path = os.path.join(DIPY_FILES, name)
+    path = dipy_file(name)
     if not os.path.exists(path):
         pytest.skip(f"DIPY data file {name} not installed")
     return np.asarray(nib.load(path).dataobj)
@@ -35,7 +40,7 @@ def load_scan(name):
 
 def b0_indices(name, n_volumes):
     stem = name.split(".")[0]
-    bval_path = os.path.join(DIPY_FILES, stem + ".bval")
+    bval_path = dipy_file(stem + ".bval")
     if not os.path.exists(bval_path):
         return [0]
     bvals = np.loadtxt(bval_path).ravel()
@@ -144,7 +149,7 @@ def test_multi_median_matches_scipy_and_is_thread_safe():
 
 
 def test_otsu_threshold_matches_dipy():
-    from dipy.segment.threshold import otsu
+    otsu = pytest.importorskip("dipy.segment.threshold").otsu
 
     rng = np.random.default_rng(1)
     values = np.concatenate([rng.normal(10, 2, 5000), rng.normal(40, 5, 3000)])

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import voxel_to_world
 from rumba_bids.core.peak_refinement import refine_peaks, refinement_geometry, tangent_basis
@@ -16,9 +17,9 @@ from rumba_bids.core.peaks import _refinement as _sphere_refinement
 from rumba_bids.core.shm import sh_to_sf, zonal_to_sh
 from rumba_bids.core.sphere import Sphere, get_sphere
 
-dipy_sphere_module = pytest.importorskip("dipy.core.sphere")
-dipy_peaks = pytest.importorskip("dipy.direction.peaks")
-dipy_odf = pytest.importorskip("dipy.reconst.odf")
+dipy_sphere_module = LazyModule("dipy.core.sphere")
+dipy_peaks = LazyModule("dipy.direction.peaks")
+dipy_odf = LazyModule("dipy.reconst.odf")
 
 
 @pytest.fixture(scope="module")

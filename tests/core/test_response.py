@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import GradientTable
 from rumba_bids.core.head_phantom import make_head_phantom
@@ -28,10 +29,10 @@ from rumba_bids.core.response import (
 from rumba_bids.core.sphere import get_sphere
 from rumba_bids.core.tensor import fractional_anisotropy
 
-csdeconv = pytest.importorskip("dipy.reconst.csdeconv")
-dipy_data = pytest.importorskip("dipy.data")
-dipy_gradients = pytest.importorskip("dipy.core.gradients")
-dti = pytest.importorskip("dipy.reconst.dti")
+csdeconv = LazyModule("dipy.reconst.csdeconv")
+dipy_data = LazyModule("dipy.data")
+dipy_gradients = LazyModule("dipy.core.gradients")
+dti = LazyModule("dipy.reconst.dti")
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
@@ -141,7 +142,8 @@ def test_per_shell_response(multishell_head):
     single = fa_roi_response(
         head.gtab, head.signal, mask=head.brain_mask, roi_radii=5, per_shell=False
     )
-    assert single.evals.shape == (3,) and single.shells is None
+    # a single tensor fitted to every shell records them all
+    assert single.evals.shape == (3,) and single.shells == (1000.0, 2000.0, 3000.0)
 
 
 def _fa_selected_voxels(head, roi_radii):
@@ -309,6 +311,7 @@ def test_json_round_trip(head, ours_recursive):
         assert back.method == estimate.method
         np.testing.assert_allclose(back.evals, estimate.evals)
         assert back.n_voxels == estimate.n_voxels
+        assert back.shells == estimate.shells
         if estimate.zonal_coefs is not None:
             np.testing.assert_allclose(back.wm_response.zonal_coefs, estimate.zonal_coefs)
             assert back.converged == estimate.converged
@@ -331,6 +334,7 @@ def test_from_dict_minimal_and_invalid():
 
 def test_recursive_on_dipy_small_64d_with_the_tutorials_arguments():
     """DIPY's tutorial call on DIPY's real scan: DIPY returns a response, so do we."""
+    pytest.importorskip("dipy", reason="compares with DIPY on its data (pip install -e .[test])")
     import nibabel as nib
     from dipy.io.gradients import read_bvals_bvecs
     from dipy.segment.mask import median_otsu as dipy_median_otsu
@@ -380,3 +384,60 @@ def test_recursive_on_dipy_small_64d_with_the_tutorials_arguments():
     signal_theirs = AxisymmetricResponse(theirs.dwi_response, theirs.S0).on_cosines(cosines)
     assert np.abs(signal_ours - signal_theirs).max() < 0.02 * signal_theirs.max()
     assert ours.S0 == pytest.approx(theirs.S0, rel=0.05)
+
+
+def test_every_estimated_response_records_its_shells(head, ours_recursive):
+    """Tensor (single shell), per-shell and zonal SH know the b-values they come from;
+    the default response (not measured) records none."""
+    assert fa_roi_response(head.gtab, head.signal, mask=head.brain_mask).shells == tuple(
+        float(b) for b in head.gtab.shells
+    )
+    shell = float(make_acquisition(n_b0=6, n_dirs=90).shells[0])
+    assert ours_recursive.shells == (shell,)
+    assert ours_recursive.to_dict()["Shells"] == [shell]
+    assert default_response().shells is None and "Shells" not in default_response().to_dict()
+
+
+def _zsh(shells):
+    return ResponseEstimate(
+        "recursive", evals=[1.7e-3, 2e-4, 2e-4], S0=100.0, zonal_coefs=[50.0, -10.0],
+        shells=shells,
+    )  # fmt: skip
+
+
+_TENSOR = [1.7e-3, 2e-4, 2e-4]
+#: (response, data shells, None when accepted or a fragment of the message).
+SHELL_CASES = [
+    ("default tensor, any data", default_response(), (1000.0, 3000.0), None),
+    ("tensor at the same shell", ResponseEstimate("fa", _TENSOR, shells=(2000.0,)), (1990.0,),
+     None),
+    ("tensor at another shell", ResponseEstimate("fa", _TENSOR, shells=(1000.0,)), (2000.0,),
+     "the tensor response was estimated at b=1000 s/mm^2 but the data have b=2000 s/mm^2"),
+    ("tensor at one of the shells", ResponseEstimate("fa", _TENSOR, shells=(2000.0,)),
+     (1000.0, 2000.0, 3000.0), "data have b=1000/2000/3000 s/mm^2"),
+    ("old tensor file without shells", ResponseEstimate("file", _TENSOR), (2000.0,), None),
+    ("zonal SH at the same shell", _zsh((3000.0,)), (3000.0,), None),
+    ("zonal SH at another shell", _zsh((1000.0,)), (3000.0,),
+     "zonal-SH response was estimated at b=1000 s/mm^2 but the data have b=3000"),
+    ("old zonal SH without shells", _zsh(None), (3000.0,),
+     "this zonal-SH response records no shells"),
+    ("per-shell, other shells", ResponseEstimate("fa", [_TENSOR] * 2, shells=(1000.0, 2000.0)),
+     (1000.0, 3000.0), "per-shell response was estimated at b=1000/2000 s/mm^2"),
+    ("per-shell without shells", ResponseEstimate("fa", [_TENSOR] * 2), (1000.0, 2000.0),
+     "per-shell response records no shells"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("estimate", "data_shells", "message"),
+    [case[1:] for case in SHELL_CASES],
+    ids=[case[0] for case in SHELL_CASES],
+)
+def test_response_shells_problem(estimate, data_shells, message):
+    from rumba_bids.core.response import response_shells_problem
+
+    problem = response_shells_problem(estimate, data_shells)
+    if message is None:
+        assert problem is None
+    else:
+        assert problem is not None and message in problem, problem

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core import GradientTable, RumbaSDModel, get_sphere
 from rumba_bids.core.phantoms import (
@@ -25,12 +26,16 @@ from rumba_bids.core.phantoms import (
     random_directions,
 )
 
-dipy_rumba = pytest.importorskip("dipy.reconst.rumba")
-from dipy.core.gradients import gradient_table  # noqa: E402
-from dipy.core.sphere import Sphere as DipySphere  # noqa: E402
-from dipy.direction.peaks import peak_directions  # noqa: E402
+dipy_rumba = LazyModule("dipy.reconst.rumba")
+dipy_gradients = LazyModule("dipy.core.gradients")
+dipy_sphere = LazyModule("dipy.core.sphere")
+dipy_peaks = LazyModule("dipy.direction.peaks")
 
-DIPY_FILES = os.path.join(os.path.dirname(dipy_rumba.__file__), "..", "data", "files")
+
+def dipy_file(name):
+    """A file of DIPY's installed test data (skips without DIPY)."""
+    dipy = pytest.importorskip("dipy", reason="needs DIPY's test data (pip install -e .[test])")
+    return os.path.join(os.path.dirname(dipy.__file__), "data", "files", name)
 
 
 def _phantom(gtab, n_voxels, *, seed, snr=20, n_coils=1, shape=None):
@@ -54,7 +59,7 @@ def _phantom(gtab, n_voxels, *, seed, snr=20, n_coils=1, shape=None):
 
 
 def _dipy_gtab(gtab):
-    return gradient_table(np.array(gtab.bvals), bvecs=np.array(gtab.bvecs))
+    return dipy_gradients.gradient_table(np.array(gtab.bvals), bvecs=np.array(gtab.bvecs))
 
 
 def _dipy_params(fit):
@@ -62,8 +67,8 @@ def _dipy_params(fit):
 
 
 def _peaks(odf, sphere):
-    dsphere = DipySphere(xyz=sphere.vertices)
-    return peak_directions(
+    dsphere = dipy_sphere.Sphere(xyz=sphere.vertices)
+    return dipy_peaks.peak_directions(
         np.asarray(odf, dtype=np.float64),
         dsphere,
         relative_peak_threshold=0.5,
@@ -102,7 +107,7 @@ def _dipy_model(gtab, sphere, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return dipy_rumba.RumbaSDModel(
-            _dipy_gtab(gtab), sphere=DipySphere(xyz=sphere.vertices), **kwargs
+            _dipy_gtab(gtab), sphere=dipy_sphere.Sphere(xyz=sphere.vertices), **kwargs
         )
 
 
@@ -142,7 +147,7 @@ def test_global_matches_dipy(tutorial_gtab, sphere362, use_tv, R):
 def test_cartesian_qspace_grid_matches_dipy(sphere362):
     """DSI-style data (515-point q-space grid): one tensor response evaluated at
     each measurement's own b-value."""
-    table = np.loadtxt(os.path.join(DIPY_FILES, "dsi515_b_table.txt"))
+    table = np.loadtxt(dipy_file("dsi515_b_table.txt"))
     gtab = GradientTable(table[:, 0], table[:, 1:])
     assert gtab.is_cartesian_grid
     data = _phantom(gtab, 20, seed=3)
@@ -153,10 +158,10 @@ def test_cartesian_qspace_grid_matches_dipy(sphere362):
 
 def test_real_small_101d_scan(sphere362):
     nib = pytest.importorskip("nibabel")
-    img = nib.load(os.path.join(DIPY_FILES, "small_101D.nii.gz"))
+    img = nib.load(dipy_file("small_101D.nii.gz"))
     data = np.asarray(img.dataobj, dtype=np.float64)
-    bvals = np.loadtxt(os.path.join(DIPY_FILES, "small_101D.bval"))
-    bvecs = np.loadtxt(os.path.join(DIPY_FILES, "small_101D.bvec"))
+    bvals = np.loadtxt(dipy_file("small_101D.bval"))
+    bvecs = np.loadtxt(dipy_file("small_101D.bvec"))
     gtab = GradientTable(bvals, bvecs)
     mask = data[..., gtab.b0s_mask].mean(-1) > np.percentile(data[..., 0], 50)
     fit = RumbaSDModel(gtab, sphere=sphere362, n_iter=100).fit(data, mask=mask)

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 from scipy.special import ive
 
 from rumba_bids.core import GradientTable, RumbaSDModel, Sphere, get_sphere
@@ -13,15 +14,13 @@ from rumba_bids.core.kernel import AxisymmetricResponse, as_wm_response
 from rumba_bids.core.phantoms import make_acquisition, multi_tensor_signal
 from rumba_bids.core.rumba import _antipodal_kept, bessel_ratio
 
-dipy_gradients = pytest.importorskip("dipy.core.gradients")
-from dipy.core.sphere import HemiSphere  # noqa: E402
-from dipy.core.sphere import Sphere as DipySphere  # noqa: E402
-from dipy.data import default_sphere  # noqa: E402  (a HemiSphere of 362 vertices)
-from dipy.data import get_sphere as dipy_get_sphere  # noqa: E402
-from dipy.direction.peaks import peak_directions, peaks_from_model  # noqa: E402
-from dipy.reconst.csdeconv import AxSymShResponse  # noqa: E402
-from dipy.reconst.rumba import generate_kernel, mbessel_ratio  # noqa: E402
-from dipy.reconst.shm import sf_to_sh  # noqa: E402
+dipy_gradients = LazyModule("dipy.core.gradients")
+dipy_sphere = LazyModule("dipy.core.sphere")
+dipy_data = LazyModule("dipy.data")  # default_sphere: a HemiSphere of 362 vertices
+dipy_peaks = LazyModule("dipy.direction.peaks")
+dipy_csdeconv = LazyModule("dipy.reconst.csdeconv")
+dipy_rumba = LazyModule("dipy.reconst.rumba")
+dipy_shm = LazyModule("dipy.reconst.shm")
 
 
 @pytest.fixture(scope="module")
@@ -75,47 +74,51 @@ def test_gradient_table_like_objects_are_checked(gtab):
 
 
 def test_axsymsh_response_gives_dipy_kernel(dipy_gtab):
-    dipy_response = AxSymShResponse(480.0, np.array([570.35, -262.82, 80.23, -16.94, 2.58]))
+    dipy_response = dipy_csdeconv.AxSymShResponse(
+        480.0, np.array([570.35, -262.82, 80.23, -16.94, 2.58])
+    )
     ours = as_wm_response(dipy_response)
     assert isinstance(ours, AxisymmetricResponse) and ours.S0 == 480.0
-    model = RumbaSDModel(dipy_gtab, wm_response=dipy_response, sphere=default_sphere)
+    model = RumbaSDModel(dipy_gtab, wm_response=dipy_response, sphere=dipy_data.default_sphere)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_gtab = dipy_gradients.gradient_table(
             np.array(model.fit_gtab.bvals), bvecs=np.array(model.fit_gtab.bvecs)
         )
-        expected = generate_kernel(fit_gtab, default_sphere, dipy_response, 0.8e-3, 3e-3)
+        expected = dipy_rumba.generate_kernel(
+            fit_gtab, dipy_data.default_sphere, dipy_response, 0.8e-3, 3e-3
+        )
     np.testing.assert_allclose(model.kernel, expected, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="axially symmetric"):
         as_wm_response(type("R", (), {"S0": 1.0, "dwi_response": [1.0], "m_values": [1]})())
 
 
 def test_results_are_float64_and_work_in_dipy_functions(dipy_gtab, crossing):
-    model = RumbaSDModel(dipy_gtab, n_iter=50, sphere=default_sphere, voxelwise=False)
+    model = RumbaSDModel(dipy_gtab, n_iter=50, sphere=dipy_data.default_sphere, voxelwise=False)
     fit = model.fit(crossing)
     assert fit.model_params.dtype == np.float32  # arithmetic of the fit
     for array in (fit.odf(), fit.f_wm, fit.f_iso, fit.f_gm, fit.f_csf, fit.combined_odf_iso):
         assert array.dtype == np.float64
     assert fit.odf(dtype=None).dtype == np.float32
-    directions, _, _ = peak_directions(
-        fit.odf(default_sphere)[1, 0, 0],
-        default_sphere,
+    directions, _, _ = dipy_peaks.peak_directions(
+        fit.odf(dipy_data.default_sphere)[1, 0, 0],
+        dipy_data.default_sphere,
         relative_peak_threshold=0.5,
         min_separation_angle=25,
     )
     assert len(directions) == 2
-    sh = sf_to_sh(fit.odf(), default_sphere, sh_order_max=8)
+    sh = dipy_shm.sf_to_sh(fit.odf(), dipy_data.default_sphere, sh_order_max=8)
     assert sh.shape == (3, 2, 1, 45) and np.isfinite(sh).all()
 
 
 def test_peaks_from_model_with_our_voxelwise_model(dipy_gtab, crossing):
-    model = RumbaSDModel(dipy_gtab, n_iter=50, sphere=default_sphere)
+    model = RumbaSDModel(dipy_gtab, n_iter=50, sphere=dipy_data.default_sphere)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DIPY's own deprecation notes
-        pam = peaks_from_model(
+        pam = dipy_peaks.peaks_from_model(
             model,
             crossing,
-            default_sphere,
+            dipy_data.default_sphere,
             relative_peak_threshold=0.5,
             min_separation_angle=25,
             return_sh=True,
@@ -129,17 +132,17 @@ def test_peaks_from_model_with_our_voxelwise_model(dipy_gtab, crossing):
 
 
 def test_dipy_spheres_are_taken_with_their_faces(gtab, crossing):
-    hemi = default_sphere
-    assert isinstance(hemi, HemiSphere)
+    hemi = dipy_data.default_sphere
+    assert isinstance(hemi, dipy_sphere.HemiSphere)
     model = RumbaSDModel(gtab, n_iter=20, sphere=hemi)
     assert len(model.sphere) == len(hemi.vertices) and not model.sphere.is_antipodally_symmetric
     np.testing.assert_array_equal(model.sphere.faces, hemi.faces)
     fit = model.fit(crossing)
     assert fit.odf().shape == (3, 2, 1, len(hemi.vertices))
-    dipy724 = dipy_get_sphere(name="repulsion724")
+    dipy724 = dipy_data.get_sphere(name="repulsion724")
     with pytest.raises(ValueError, match="only on the sphere"):
         fit.odf(dipy724)
-    full = RumbaSDModel(gtab, n_iter=20, sphere=DipySphere(xyz=dipy724.vertices))
+    full = RumbaSDModel(gtab, n_iter=20, sphere=dipy_sphere.Sphere(xyz=dipy724.vertices))
     assert full.sphere.is_antipodally_symmetric and full.fit_columns == 362 + 2
     np.testing.assert_allclose(full.sphere.vertices, dipy724.vertices, rtol=0, atol=1e-15)
 
@@ -166,7 +169,7 @@ def test_nan_bvecs_allowed_on_b0_rows_only():
 
 
 def test_dipy_small_64d_bvec_file_loads():
-    from dipy.data import get_fnames
+    get_fnames = dipy_data.get_fnames
 
     _, fbval, fbvec = get_fnames(name="small_64D")
     bvecs = np.loadtxt(fbvec)
@@ -222,4 +225,15 @@ def test_bessel_ratio_error_is_the_documented_one(order):
     error = np.abs(approx - reference) / reference
     # the bound holds, and is tight (within 10 %)
     assert 0.9 * BESSEL_DOCUMENTED[order] < error.max() <= BESSEL_DOCUMENTED[order]
-    np.testing.assert_allclose(approx, mbessel_ratio(order, BESSEL_GRID), rtol=1e-12)
+    np.testing.assert_allclose(approx, dipy_rumba.mbessel_ratio(order, BESSEL_GRID), rtol=1e-12)
+
+
+def test_core_peaks_from_model_fits_once_and_takes_the_global_fit(gtab, crossing):
+    from rumba_bids.core import extract_peaks, peaks_from_model
+
+    for voxelwise in (True, False):
+        model = RumbaSDModel(gtab, n_iter=30, sphere="symmetric362", voxelwise=voxelwise)
+        peaks = peaks_from_model(model, crossing, None, 0.5, 25)
+        expected = extract_peaks(model.fit(crossing).odf(), model.sphere)
+        np.testing.assert_array_equal(peaks.indices, expected.indices)
+        assert (peaks.indices >= 0).sum(-1)[:, :, 0].tolist() == [[1, 1], [2, 2], [1, 1]]

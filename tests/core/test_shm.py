@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import voxel_to_world
 from rumba_bids.core.shm import (
@@ -19,8 +20,8 @@ from rumba_bids.core.shm import (
 )
 from rumba_bids.core.sphere import get_sphere
 
-dipy_shm = pytest.importorskip("dipy.reconst.shm")
-dipy_sphere_module = pytest.importorskip("dipy.core.sphere")
+dipy_shm = LazyModule("dipy.reconst.shm")
+dipy_sphere_module = LazyModule("dipy.core.sphere")
 
 #: Our basis names and their DIPY (legacy=False) equivalents.
 DIPY_BASIS = {"mrtrix3": "tournier07", "descoteaux": "descoteaux07"}

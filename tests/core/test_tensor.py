@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import GradientTable
 from rumba_bids.core.phantoms import (
@@ -20,8 +21,8 @@ from rumba_bids.core.tensor import (
     tensor_design_matrix,
 )
 
-dti = pytest.importorskip("dipy.reconst.dti")
-dipy_gradients = pytest.importorskip("dipy.core.gradients")
+dti = LazyModule("dipy.reconst.dti")
+dipy_gradients = LazyModule("dipy.core.gradients")
 
 
 def dipy_fit(gtab, data, mask=None):
@@ -108,7 +109,7 @@ def test_mask_and_shapes(noisy_voxels):
 
 def test_real_scan_matches_dipy():
     nib = pytest.importorskip("nibabel")
-    import dipy
+    dipy = pytest.importorskip("dipy")
 
     files = os.path.join(os.path.dirname(dipy.__file__), "data", "files")
     data = np.asarray(nib.load(os.path.join(files, "small_64D.nii")).dataobj).astype(float)

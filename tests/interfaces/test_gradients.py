@@ -1,6 +1,7 @@
 """CheckGradients: real runs on the synthetic phantom and DIPY's small_64D, and bad inputs."""
 
 import re
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -63,10 +64,10 @@ def _write(path, text):
 
 def test_missing_files_are_named(synthetic_dwi, tmp_path):
     missing = str(tmp_path / "absent_dwi.nii.gz")
-    with pytest.raises(InputMissingError, match=re.escape(f"{missing}: DWI image not found")):
+    with pytest.raises(InputMissingError, match=re.escape(f"{missing}: DWI image does not exist")):
         check_gradient_files(missing, synthetic_dwi.bval_file, synthetic_dwi.bvec_file)
     bval = str(tmp_path / "absent.bval")
-    with pytest.raises(InputMissingError, match=re.escape(f"{bval}: b-value file not found")):
+    with pytest.raises(InputMissingError, match=re.escape(f"{bval}: b-value file does not exist")):
         _run(
             synthetic_dwi.__class__(synthetic_dwi.dwi_file, bval, synthetic_dwi.bvec_file),
             tmp_path,
@@ -76,13 +77,14 @@ def test_missing_files_are_named(synthetic_dwi, tmp_path):
 def test_count_mismatches_name_both_files(synthetic_dwi, tmp_path):
     bvals = np.loadtxt(synthetic_dwi.bval_file)
     short_bval = _write(tmp_path / "short.bval", " ".join(f"{b:g}" for b in bvals[:-1]))
-    expected = f"{short_bval}: 32 b-values but {synthetic_dwi.dwi_file} has 33 volumes"
+    name = Path(synthetic_dwi.dwi_file).name
+    expected = f"{short_bval}: 32 b-values but {name} has 33 volumes"
     with pytest.raises(InputDataError, match=re.escape(expected)):
         check_gradient_files(synthetic_dwi.dwi_file, short_bval, synthetic_dwi.bvec_file)
     bvecs = np.loadtxt(synthetic_dwi.bvec_file)
     short_bvec = tmp_path / "short.bvec"
     np.savetxt(short_bvec, bvecs[:, :-2])
-    expected = f"{short_bvec}: 31 b-vectors but {synthetic_dwi.dwi_file} has 33 volumes"
+    expected = f"{short_bvec}: 31 b-vectors but {name} has 33 volumes"
     with pytest.raises(InputDataError, match=re.escape(expected)):
         check_gradient_files(synthetic_dwi.dwi_file, synthetic_dwi.bval_file, short_bvec)
 
@@ -90,16 +92,18 @@ def test_count_mismatches_name_both_files(synthetic_dwi, tmp_path):
 def test_3d_image_is_refused(synthetic_dwi, tmp_path):
     volume = tmp_path / "b0.nii.gz"
     nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)).to_filename(volume)
-    with pytest.raises(InputDataError, match=re.escape(f"{volume}: the DWI image is 3D")):
+    with pytest.raises(InputDataError, match=re.escape(f"{volume}: is a 3D image")):
         check_gradient_files(volume, synthetic_dwi.bval_file, synthetic_dwi.bvec_file)
 
 
 def test_unreadable_and_invalid_values(synthetic_dwi, tmp_path):
     garbage = _write(tmp_path / "garbage.nii.gz", "not an image")
-    with pytest.raises(InputDataError, match=re.escape(f"{garbage}: cannot read the DWI image")):
+    with pytest.raises(
+        InputDataError, match=re.escape(f"{garbage}: cannot read the NIfTI header")
+    ):
         check_gradient_files(garbage, synthetic_dwi.bval_file, synthetic_dwi.bvec_file)
     words = _write(tmp_path / "words.bval", "zero thousand")
-    with pytest.raises(InputDataError, match=re.escape(f"{words}: cannot parse the b-values")):
+    with pytest.raises(InputDataError, match=re.escape(f"{words}: cannot parse the b-value file")):
         check_gradient_files(synthetic_dwi.dwi_file, words, synthetic_dwi.bvec_file)
     no_b0 = _write(tmp_path / "nob0.bval", " ".join(["1000"] * 33))
     with pytest.raises(InputDataError, match=re.escape(f"{no_b0}: no b0 volume")):
@@ -113,5 +117,10 @@ def test_unreadable_and_invalid_values(synthetic_dwi, tmp_path):
     bvecs[:, 5] = np.nan
     nan_bvec = tmp_path / "nan.bvec"
     np.savetxt(nan_bvec, bvecs)
-    with pytest.raises(InputDataError, match=re.escape(f"{nan_bvec}: b-vectors of diffusion")):
+    with pytest.raises(
+        InputDataError,
+        match=re.escape(
+            f"{nan_bvec}: the b-vector file holds NaN or infinite values for 1 diffusion"
+        ),
+    ):
         check_gradient_files(synthetic_dwi.dwi_file, synthetic_dwi.bval_file, nan_bvec)

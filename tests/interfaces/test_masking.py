@@ -43,15 +43,22 @@ def test_synthetic_mask_uses_the_options(synthetic_dwi, tmp_path):
     assert mask[2, 2, 2] and mask[brain].mean() > 0.5
 
 
-def test_given_mask_is_binarised_and_checked(synthetic_dwi, tmp_path):
+def test_given_mask_is_checked_like_the_preflight(synthetic_dwi, tmp_path):
+    """A 0/1 float mask is used (saved as uint8); weights are refused, as up front."""
     brain = nib.load(synthetic_dwi.mask_file)
-    weights = tmp_path / "weights.nii.gz"
-    nib.Nifti1Image(brain.get_fdata() * 0.7, brain.affine).to_filename(weights)
-    outputs = _run(synthetic_dwi, tmp_path, in_mask=str(weights))
+    as_float = tmp_path / "float_mask.nii.gz"
+    nib.Nifti1Image(brain.get_fdata().astype(np.float32), brain.affine).to_filename(as_float)
+    outputs = _run(synthetic_dwi, tmp_path, in_mask=str(as_float))
     assert outputs.method == "given"
     mask = nib.load(outputs.out_mask)
     assert mask.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(np.asarray(mask.dataobj), brain.get_fdata())
+    weights = tmp_path / "weights.nii.gz"
+    nib.Nifti1Image(brain.get_fdata() * 0.7, brain.affine).to_filename(weights)
+    with pytest.raises(
+        InputDataError, match=re.escape(f"{weights}: the brain mask is not binary")
+    ):
+        _run(synthetic_dwi, tmp_path, in_mask=str(weights))
 
 
 def test_given_mask_on_another_grid_is_refused(synthetic_dwi, tmp_path):
@@ -60,7 +67,7 @@ def test_given_mask_on_another_grid_is_refused(synthetic_dwi, tmp_path):
     affine = brain.affine.copy()
     affine[0, 3] += 2.0
     nib.Nifti1Image(brain.get_fdata(), affine).to_filename(shifted)
-    with pytest.raises(InputDataError, match=re.escape(f"{shifted}: the mask grid")):
+    with pytest.raises(InputDataError, match=re.escape(f"{shifted}: mask affine")):
         _run(synthetic_dwi, tmp_path, in_mask=str(shifted))
     smaller = tmp_path / "small_mask.nii.gz"
     nib.Nifti1Image(np.ones((4, 5, 5), np.uint8), brain.affine).to_filename(smaller)
@@ -68,5 +75,5 @@ def test_given_mask_on_another_grid_is_refused(synthetic_dwi, tmp_path):
         _run(synthetic_dwi, tmp_path, in_mask=str(smaller))
     empty = tmp_path / "empty_mask.nii.gz"
     nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), brain.affine).to_filename(empty)
-    with pytest.raises(InputDataError, match=re.escape(f"{empty}: the mask is empty")):
+    with pytest.raises(InputDataError, match=re.escape(f"{empty}: the brain mask is empty")):
         _run(synthetic_dwi, tmp_path, in_mask=str(empty))

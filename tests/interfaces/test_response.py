@@ -15,7 +15,7 @@ from rumba_bids.interfaces.response import EstimateResponse, read_response
 
 
 def _checked(files, tmp_path):
-    (tmp_path / "check").mkdir(exist_ok=True)
+    (tmp_path / "check").mkdir(parents=True, exist_ok=True)
     outputs = (
         CheckGradients(
             dwi_file=files.dwi_file, bval_file=files.bval_file, bvec_file=files.bvec_file
@@ -177,7 +177,9 @@ def test_file_method_reads_json_and_text(synthetic_dwi, tmp_path):
 
 def test_bad_response_files_are_named(tmp_path):
     missing = str(tmp_path / "absent.json")
-    with pytest.raises(InputMissingError, match=re.escape(f"{missing}: response file not found")):
+    with pytest.raises(
+        InputMissingError, match=re.escape(f"{missing}: response file does not exist")
+    ):
         _estimate(tmp_path, method="file", in_file=missing)
     broken = tmp_path / "broken.json"
     broken.write_text('{"Eigenvalues": [0.0017, 0.0002')
@@ -193,3 +195,24 @@ def test_bad_response_files_are_named(tmp_path):
         _estimate(tmp_path, method="fa")
     with pytest.raises(ValueError, match="wm_response sets the default response; method 'fa'"):
         _estimate(tmp_path, method="fa", wm_response=(1.7e-3, 2e-4, 2e-4))
+
+
+def test_file_method_refuses_a_response_of_other_shells(
+    synthetic_dwi, synthetic_multishell_dwi, tmp_path
+):
+    """A b=1000 response on b=1000/2000/3000 data: refused, both shell sets named; on its
+    own shells (and with the graph's checked gradients) it is accepted."""
+    single = _checked(synthetic_dwi, tmp_path / "single")
+    estimated = _estimate(
+        tmp_path / "fa", method="fa", mask_file=synthetic_dwi.mask_file, **single
+    )
+    assert estimated.response["Shells"] == [1000.0]
+    multi = _checked(synthetic_multishell_dwi, tmp_path / "multi")
+    message = (
+        f"{estimated.response_file}: the tensor response was estimated at b=1000 s/mm^2 "
+        "but the data have b=1000/2000/3000 s/mm^2"
+    )
+    with pytest.raises(InputDataError, match=re.escape(message)):
+        _estimate(tmp_path / "bad", method="file", in_file=estimated.response_file, **multi)
+    again = _estimate(tmp_path / "good", method="file", in_file=estimated.response_file, **single)
+    assert again.response["Shells"] == [1000.0]

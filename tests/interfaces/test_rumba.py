@@ -82,7 +82,10 @@ def test_small_64d_fit_matches_dipy(small_64d, small_64d_inputs, tmp_path):
     from dipy.io.gradients import read_bvals_bvecs
     from dipy.reconst.rumba import RumbaSDModel as DipyRumba
 
-    outputs = _fit(tmp_path, sphere="repulsion200", n_iter=20, **small_64d_inputs)
+    # DIPY's RumbaFit.odf() is the per-direction weights: the app's --fod-scale weights
+    outputs = _fit(
+        tmp_path, sphere="repulsion200", n_iter=20, fod_scale="weights", **small_64d_inputs
+    )
     dwi = nib.load(small_64d.dwi_file)
     fod = nib.load(outputs.fod_amplitudes)
     assert fod.shape == (10, 10, 10, 200) and fod.get_data_dtype() == np.float32
@@ -149,6 +152,26 @@ def test_synthetic_fit_outputs_and_metadata(synthetic_dwi, synthetic_inputs, tmp
     assert amplitudes["Reference"] == "ijk" and len(amplitudes["AmplitudesDirections"]) == 100
 
 
+@pytest.mark.parametrize("fit", ["voxelwise", "global"])
+def test_density_is_the_weights_times_directions_over_4pi(synthetic_inputs, tmp_path, fit):
+    """The default unit: a density on the sphere whose integral (SH c00 sqrt(4 pi)) is f_wm."""
+    from rumba_bids.core.shm import sf_to_sh
+
+    options = {"n_iter": 20, "sphere": "repulsion200", "fit": fit, **synthetic_inputs}
+    density = _fit(tmp_path / "density", **options)
+    weights = _fit(tmp_path / "weights", fod_scale="weights", **options)
+    assert density.metadata["Model"]["Parameters"]["FODScale"] == "density"
+    assert weights.metadata["Model"]["Parameters"]["FODScale"] == "weights"
+    mask = nib.load(synthetic_inputs["mask_file"]).get_fdata().astype(bool)
+    d = nib.load(density.fod_amplitudes).get_fdata()[mask]
+    w = nib.load(weights.fod_amplitudes).get_fdata()[mask]
+    np.testing.assert_allclose(d, w * 200 / (4 * np.pi), rtol=1e-5, atol=1e-7)
+    f_wm = nib.load(density.f_wm).get_fdata()[mask]
+    np.testing.assert_allclose(w.sum(axis=-1), f_wm, rtol=1e-4)
+    integral = sf_to_sh(d, get_sphere("repulsion200"))[:, 0] * np.sqrt(4 * np.pi)
+    np.testing.assert_allclose(integral, f_wm, rtol=0.02)
+
+
 def test_gm_auto_switches_on_with_three_shells(synthetic_multishell_dwi, tmp_path):
     inputs = _prepare(
         synthetic_multishell_dwi, tmp_path / "inputs", mask_file=synthetic_multishell_dwi.mask_file
@@ -195,6 +218,30 @@ def test_global_fit_with_total_variation(synthetic_inputs, tmp_path):
     assert nib.load(outputs.fod_amplitudes).shape == (5, 5, 5, 100)
 
 
+@pytest.mark.parametrize("fit", ["voxelwise", "global"])
+def test_n_threads_input_changes_nothing_but_the_threads(synthetic_inputs, tmp_path, fit):
+    """The node's ``n_threads`` (set from the workflow's omp_nthreads) gives the same
+    files, bit for bit, on 1 and 3 threads (TV included)."""
+    results = {}
+    for n_threads in (1, 3):
+        outputs = _fit(
+            tmp_path / f"{fit}-{n_threads}",
+            n_iter=5,
+            sphere="repulsion100",
+            fit=fit,
+            use_tv=fit == "global",
+            chunk_size=16,
+            n_threads=n_threads,
+            **synthetic_inputs,
+        )
+        results[n_threads] = [
+            np.asanyarray(nib.load(getattr(outputs, name)).dataobj)
+            for name in ("fod_amplitudes", "f_wm", "snr")
+        ]
+    for one, three in zip(results[1], results[3]):
+        np.testing.assert_array_equal(three, one)
+
+
 def test_custom_sphere_file(synthetic_inputs, tmp_path):
     vertices = get_sphere("repulsion100").vertices[::-1]
     sphere_file = tmp_path / "my_directions.txt"
@@ -214,10 +261,14 @@ def test_bad_inputs_name_the_file(synthetic_dwi, synthetic_inputs, tmp_path):
         _fit(tmp_path, **{**synthetic_inputs, "dwi_file": str(nan_dwi)})
     wrong_grid = tmp_path / "mask.nii.gz"
     nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)).to_filename(wrong_grid)
-    with pytest.raises(InputDataError, match=re.escape(f"{wrong_grid}: the mask grid")):
+    with pytest.raises(
+        InputDataError, match=rf"{re.escape(str(wrong_grid))}: mask (of shape|affine)"
+    ):
         _fit(tmp_path, **{**synthetic_inputs, "mask_file": str(wrong_grid)})
     missing = str(tmp_path / "absent_response.json")
-    with pytest.raises(InputMissingError, match=re.escape(f"{missing}: response file not found")):
+    with pytest.raises(
+        InputMissingError, match=re.escape(f"{missing}: response file does not exist")
+    ):
         _fit(tmp_path, **{**synthetic_inputs, "response_file": missing})
     short = tmp_path / "short.bval"
     np.savetxt(short, np.loadtxt(synthetic_inputs["bval_file"])[None, :-1])

@@ -32,14 +32,16 @@ def _to_sh(fit, tmp_path, **inputs):
     )
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 2e-4])
 @pytest.mark.parametrize(
     ("basis", "dipy_basis"), [("mrtrix3", "tournier07"), ("descoteaux", "descoteaux07")]
 )
-def test_matches_dipy_sf_to_sh(small_64d_fit, tmp_path, basis, dipy_basis):
+def test_matches_dipy_sf_to_sh(small_64d_fit, tmp_path, basis, dipy_basis, smoothing):
+    """Plain least squares, and the regularised fit: DIPY's smooth = smoothing x M / (4 pi)."""
     from dipy.core.sphere import Sphere as DipySphere
     from dipy.reconst.shm import sf_to_sh
 
-    outputs = _to_sh(small_64d_fit, tmp_path, sh_basis=basis, sh_order=6)
+    outputs = _to_sh(small_64d_fit, tmp_path, sh_basis=basis, sh_order=6, smoothing=smoothing)
     image = nib.load(outputs.out_file)
     fod = nib.load(small_64d_fit["fod_amplitudes"])
     assert image.shape == (10, 10, 10, 28) and image.get_data_dtype() == np.float32
@@ -51,6 +53,7 @@ def test_matches_dipy_sf_to_sh(small_64d_fit, tmp_path, basis, dipy_basis):
         sh_order_max=6,
         basis_type=dipy_basis,
         legacy=False,
+        smooth=smoothing * len(vertices) / (4 * np.pi),
     )
     np.testing.assert_allclose(image.get_fdata(), expected, rtol=0, atol=1e-6)
     assert outputs.encoding == {
@@ -59,6 +62,7 @@ def test_matches_dipy_sf_to_sh(small_64d_fit, tmp_path, basis, dipy_basis):
         "SphericalHarmonicDegree": 6,
         "EncodingAxis": 3,
         "Reference": "ijk",
+        "LaplaceBeltramiSmoothing": smoothing,
     }
 
 
@@ -87,7 +91,7 @@ def test_slab_by_slab_equals_whole_volume(small_64d_fit, tmp_path, monkeypatch):
 def test_synthetic_sh_reproduces_the_smooth_fod(synthetic_dwi, tmp_path):
     inputs = _prepare(synthetic_dwi, tmp_path / "inputs", mask_file=synthetic_dwi.mask_file)
     fit = fit_rumba_files(**inputs, out_dir=str(tmp_path), n_iter=10, sphere="repulsion200")
-    sh = nib.load(_to_sh(fit, tmp_path, sh_order=8).out_file).get_fdata()
+    sh = nib.load(_to_sh(fit, tmp_path, sh_order=8, smoothing=0.0).out_file).get_fdata()
     fod = nib.load(fit["fod_amplitudes"]).get_fdata()
     vertices = np.loadtxt(fit["directions_file"])
     # after 10 iterations the fODF is still smooth: order 8 represents it closely
@@ -101,3 +105,24 @@ def test_directions_must_match_the_volumes(small_64d_fit, tmp_path):
     np.savetxt(wrong, np.loadtxt(small_64d_fit["directions_file"])[:-2])
     with pytest.raises(InputDataError, match=re.escape(f"{wrong}: 722 directions for an fODF")):
         _to_sh({**small_64d_fit, "directions_file": str(wrong)}, tmp_path)
+
+
+def test_default_regularised_sh_does_not_depend_on_the_sphere(synthetic_dwi, tmp_path):
+    """Density amplitudes and the per-steradian smoothing: the same SH on 200 and 724
+    directions (the plain weights, DIPY's scale, differ by the ratio of the sphere sizes)."""
+    from rumba_bids.core.shm import real_sh_basis
+
+    inputs = _prepare(synthetic_dwi, tmp_path / "inputs", mask_file=synthetic_dwi.mask_file)
+    brain = nib.load(synthetic_dwi.mask_file).get_fdata().astype(bool)
+    along_fibre = real_sh_basis(synthetic_dwi.fibre_direction)
+    amplitude = {}
+    for sphere in ("repulsion200", "repulsion724"):
+        (tmp_path / sphere).mkdir()
+        fit = fit_rumba_files(**inputs, out_dir=str(tmp_path / sphere), n_iter=100, sphere=sphere)
+        sh = nib.load(_to_sh(fit, tmp_path / sphere).out_file).get_fdata()[brain]
+        amplitude[sphere] = sh @ along_fibre
+        f_wm = nib.load(fit["f_wm"]).get_fdata()[brain]
+        np.testing.assert_allclose(sh[:, 0] * np.sqrt(4 * np.pi), f_wm, rtol=0.02)
+    ratio = amplitude["repulsion724"] / amplitude["repulsion200"]
+    assert np.all(np.abs(ratio - 1) < 0.05), ratio
+    assert amplitude["repulsion724"].min() > 0.5  # far above MRtrix3's 0.1 thresholds

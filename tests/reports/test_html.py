@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -33,6 +34,18 @@ window.addEventListener("load", () => {
   document.body.setAttribute("data-image-widths", JSON.stringify(widths));
 });
 </script>"""
+
+
+def find_browser() -> str:
+    """Chromium or Chrome; skips without one, fails instead where CI installed one
+    (RUMBA_BIDS_REQUIRE_BROWSER=1, set by .ci/run and CircleCI's tests job)."""
+    browser = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
+    if browser is None:
+        reason = f"no Chromium executable ({', '.join(CHROMIUM_NAMES)}; apt-get install chromium)"
+        if os.environ.get("RUMBA_BIDS_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RUMBA_BIDS_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    return browser
 
 
 @pytest.fixture(scope="module")
@@ -87,9 +100,7 @@ def test_summary_methods_and_errors(report):
 
 def test_browser_loads_every_image(report, tmp_path):
     """Headless Chromium opens the page: no broken image, a screenshot is taken."""
-    browser = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
-    if browser is None:
-        pytest.skip("no Chromium executable (apt-get install chromium)")
+    browser = find_browser()
     _, page, text = report
     checked = tmp_path / "checked.html"
     checked.write_text(text.replace("</body>", IMAGE_CHECK + "\n</body>"))
@@ -131,9 +142,7 @@ def test_browser_loads_every_image(report, tmp_path):
 
 def test_browser_check_detects_a_broken_image(report, tmp_path):
     """The check above can fail: a corrupted image has naturalWidth 0."""
-    browser = next((shutil.which(name) for name in CHROMIUM_NAMES if shutil.which(name)), None)
-    if browser is None:
-        pytest.skip("no Chromium executable (apt-get install chromium)")
+    browser = find_browser()
     _, _, text = report
     broken = re.sub(r"base64,[A-Za-z0-9+/=]{40}", "base64,AAAA", text, count=1)
     checked = tmp_path / "broken.html"

@@ -95,6 +95,53 @@ def _drop_volume(data):
     return data
 
 
+QSIPREP_STEM = "sub-01/dwi/sub-01_space-ACPC_desc-preproc_dwi"
+
+
+def _as_qsiprep(bids: Path, *, preproc: bool = True) -> None:
+    """The tiny run as QSIPrep writes it: desc-preproc names, one b-value per line."""
+    (bids / "dataset_description.json").write_text(
+        '{"Name": "qsiprep output", "BIDSVersion": "1.1.1", '
+        '"PipelineDescription": {"Name": "qsiprep", "Version": "0.21.4"}}'
+    )
+    if not preproc:
+        return
+    for extension in (".nii.gz", ".bval", ".bvec"):
+        (bids / f"{TINY_STEM}{extension}").rename(bids / f"{QSIPREP_STEM}{extension}")
+    bval = bids / f"{QSIPREP_STEM}.bval"
+    bval.write_text("\n".join(bval.read_text().split()) + "\n")
+
+
+def _qsiprep_mask_other_grid(bids: Path) -> None:
+    _as_qsiprep(bids)
+    mask = np.ones(TINY_SHAPE, np.uint8)
+    nib.save(
+        nib.Nifti1Image(mask, np.diag([2.5, 2.5, 2.5, 1.0])),
+        str(bids / "sub-01/dwi/sub-01_space-ACPC_desc-brain_mask.nii.gz"),
+    )
+
+
+def _unknown_pipeline(bids: Path) -> None:
+    (bids / "dataset_description.json").write_text(
+        '{"Name": "x", "BIDSVersion": "1.10.0", "GeneratedBy": [{"Name": "mystery-prep"}]}'
+    )
+
+
+def _as_hcpya(bids: Path, *, bvecs: bool = True) -> None:
+    """The tiny run as an HCP-YA subject folder (no dataset_description.json)."""
+    (bids / "dataset_description.json").unlink()
+    folder = bids / "100307" / "T1w" / "Diffusion"
+    folder.mkdir(parents=True)
+    _image(bids).rename(folder / "data.nii.gz")
+    _bval(bids).rename(folder / "bvals")
+    if bvecs:
+        _bvec(bids).rename(folder / "bvecs")
+    else:
+        _bvec(bids).unlink()
+    (bids / "sub-01" / "dwi").rmdir()
+    (bids / "sub-01").rmdir()
+
+
 #: (id, change(bids, tmp) -> extra arguments or None, exit code, message, where).
 #: ``where`` is the file (relative to bids_dir, or "tmp/<name>") or option named by the line.
 CASES = [
@@ -374,6 +421,77 @@ CASES = [
         64,
         "for the RUMBA-SD fit but --mem is 50 MB",
         "sub-01_dwi.nii.gz",
+    ),
+    # input layouts (QSIPrep, HCP-YA) and --input-type
+    (
+        "qsiprep_without_preproc_dwi",
+        lambda b, t: _as_qsiprep(b, preproc=False),
+        66,
+        "QSIPrep dataset without any desc-preproc DWI series",
+        "bids",
+    ),
+    (
+        "qsiprep_bvec_missing",
+        lambda b, t: (_as_qsiprep(b), (b / f"{QSIPREP_STEM}.bvec").unlink()),
+        66,
+        "no .bvec file for this run (expected",
+        f"{QSIPREP_STEM}.nii.gz",
+    ),
+    (
+        "qsiprep_bval_count",
+        lambda b, t: (_as_qsiprep(b), (b / f"{QSIPREP_STEM}.bval").write_text("0\n1000\n1000\n")),
+        65,
+        "3 b-values but sub-01_space-ACPC_desc-preproc_dwi.nii.gz has 8 volumes",
+        f"{QSIPREP_STEM}.bval",
+    ),
+    (
+        "qsiprep_mask_other_grid",
+        lambda b, t: _qsiprep_mask_other_grid(b),
+        65,
+        "the mask is on another grid",
+        "sub-01/dwi/sub-01_space-ACPC_desc-brain_mask.nii.gz",
+    ),
+    (
+        "hcpya_without_bvecs",
+        lambda b, t: _as_hcpya(b, bvecs=False),
+        66,
+        "no .bvec file for this run (expected",
+        "100307/T1w/Diffusion/data.nii.gz",
+    ),
+    (
+        "input_type_qsiprep_on_raw_bids",
+        ["--input-type", "qsiprep"],
+        64,
+        "--input-type qsiprep: dataset_description.json names no pipeline (raw dataset)",
+        "bids",
+    ),
+    (
+        "input_type_hcpya_on_raw_bids",
+        ["--input-type", "hcpya"],
+        64,
+        "--input-type hcpya: no <subject>/T1w/Diffusion/ folder",
+        "bids",
+    ),
+    (
+        "input_type_bids_on_qsiprep",
+        lambda b, t: (_as_qsiprep(b), ["--input-type", "bids"])[1],
+        64,
+        "names QSIPrep, whose .bvec hold image-axis vectors",
+        "bids",
+    ),
+    (
+        "unrecognised_pipeline_forced_as_qsiprep",
+        lambda b, t: _unknown_pipeline(b) or ["--input-type", "qsiprep"],
+        64,
+        "names mystery-prep (derivative dataset), not QSIPrep",
+        "bids",
+    ),
+    (
+        "sh_order_beyond_the_sphere",
+        ["--sh-order", "16", "--sphere", "repulsion100"],
+        64,
+        "--sh-order 16 needs 153 SH coefficients but the sphere repulsion100 has 50 distinct",
+        "",
     ),
     # paths
     ("label_with_slash", ["--participant-label", "../01"], 64, "is not a BIDS label", ""),

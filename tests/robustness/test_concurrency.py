@@ -19,7 +19,8 @@ import pytest
 from rumba_bids.cli.demo import make_demo_dataset
 from rumba_bids.cli.outputs import LOCK_NAME, RUNS_RECORD, output_lock, write_dataset_files
 from rumba_bids.cli.parser import parse_settings
-from rumba_bids.workflows.bids import DwiRun
+from rumba_bids.inputs.detect import InputDataset
+from rumba_bids.inputs.record import DwiRun
 
 from .helpers import (
     PHANTOM_SHAPE,
@@ -77,10 +78,16 @@ def test_two_participants_at_once_into_one_output_dir(two_subjects, tmp_path):
 
 
 def _write_many(settings, label: str, rounds: int, barrier) -> None:
-    run = DwiRun(dwi_file="/raw/x_dwi.nii.gz", bval_file="x.bval", bvec_file="x.bvec", label=label)
+    run = DwiRun(
+        dwi_file="/raw/x_dwi.nii.gz",
+        bval_file="x.bval",
+        bvec_file="x.bvec",
+        entities=(("subject", label[len("sub-") :]),),
+    )
+    dataset = InputDataset(settings.bids_dir, "bids", {"Name": "raw"})
     barrier.wait()
     for _ in range(rounds):
-        write_dataset_files(settings, {"Name": "raw"}, [run], {label: True}, derivative=False)
+        write_dataset_files(settings, dataset, [run], {label: True})
 
 
 @pytest.mark.skipif(

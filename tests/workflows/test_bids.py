@@ -23,16 +23,16 @@ def runs(tmp_path):
             dwi_file=paths[0] + ".nii.gz",
             bval_file=paths[0] + ".bval",
             bvec_file=paths[0] + ".bvec",
-            label="sub-01_ses-1_run-1",
-            n_shells=1,
-            sources=("bids:raw:sub-01/ses-1/dwi/sub-01_ses-1_run-1_dwi.nii.gz",),
+            entities=(("subject", "01"), ("session", "1"), ("run", "1")),
+            dataset_root=str(tmp_path / "bids"),
         ),
         DwiRun(
             dwi_file=paths[1] + ".nii.gz",
             bval_file=paths[1] + ".bval",
             bvec_file=paths[1] + ".bvec",
-            label="sub-02_acq-hi",
-            n_shells=3,
+            entities=(("subject", "02"), ("acquisition", "hi")),
+            layout="qsiprep",
+            bvec_convention="ijk",
         ),
     ]
 
@@ -95,9 +95,22 @@ def test_sinks_describe_every_output(runs, tmp_path):
     assert fod["extra_meta"]["Sources"][-1] == (
         "bids::sub-01/ses-1/dwi/sub-01_ses-1_run-1_desc-brain_mask.nii.gz"
     )
+    assert fod["extra_meta"]["Sources"][0] == (
+        "bids:raw:sub-01/ses-1/dwi/sub-01_ses-1_run-1_dwi.nii.gz"
+    )
     amplitudes = first.inputs.outputs[8]
     assert amplitudes["desc"] == "amplitudes" and amplitudes["encoding"] == "amplitudes"
-    assert first.inputs.source_file == runs[0].dwi_file
+    assert first.inputs.source_file == "sub-01/ses-1/dwi/sub-01_ses-1_run-1_dwi.nii.gz"
+    # the input layout and b-vector convention of each run reach its sidecars and its graph
+    for sink, expected in ((first, ("bids", "fsl")), (second, ("qsiprep", "ijk"))):
+        for spec in sink.inputs.outputs:
+            if "extra_meta" in spec:
+                meta = spec["extra_meta"]
+                assert (meta["InputLayout"], meta["BvecConvention"]) == expected
+    check = workflow.get_node(f"{RUN_WFS[1]}.rumba_wf.check_gradients")
+    assert check.inputs.bvec_convention == "ijk"
+    merge = workflow.get_node(f"{RUN_WFS[1]}.rumba_wf.merge_metadata")
+    assert merge.inputs.bvec_convention == "ijk"
 
 
 def test_two_runs_never_share_outputs(runs, tmp_path):

@@ -181,8 +181,10 @@ def test_memory_estimate_reads_the_header_and_scales(small_64d):
         ({"wm_response": (1.7e-3, 2e-4)}, "wm_response must be None or 3 eigenvalues"),
         ({"wm_response": (1.7e-3, 2e-4, 2e-4)}, "wm_response sets the eigenvalues of response="),
         ({"sphere": "football"}, "unknown sphere 'football'"),
-        ({"sh_order": 7}, "sh_order must be even"),
-        ({"sphere": "repulsion100", "sh_order": 16}, "at most 100 coefficients"),
+        ({"sh_order": 7}, "sh_order must be an even integer"),
+        ({"sphere": "repulsion100", "sh_order": 16}, "the sphere repulsion100 has 50 distinct"),
+        ({"sphere": "repulsion100", "sh_order": 10}, "66 SH coefficients .* use sh_order <= 8"),
+        ({"bvec_convention": "ras"}, "bvec_convention must be one of"),
         ({"sh_basis": "fsl"}, "sh_basis must be one of"),
         ({"reference": "ras"}, "reference must be one of"),
         ({"mem_gb": {"fit": 1.0}}, "mem_gb needs the keys"),
@@ -273,7 +275,7 @@ def test_bad_input_crash_names_the_file(synthetic_dwi, tmp_path):
     workflow.inputs.inputnode.dwi_file = str(volume)
     workflow.inputs.inputnode.bval_file = synthetic_dwi.bval_file
     workflow.inputs.inputnode.bvec_file = synthetic_dwi.bvec_file
-    problem = f"{volume}: the DWI image is 3D with shape (5, 5, 5)"
+    problem = f"{volume}: is a 3D image of shape (5, 5, 5)"
     with pytest.raises(RuntimeError, match=re.escape(problem)):
         workflow.run()
     crash = "\n".join(path.read_text() for path in (tmp_path / "crash").glob("crash-*.txt"))

@@ -1,20 +1,16 @@
-"""BIDS querying with pybids: labels, filters, runs, derivative inputs."""
+"""The BIDS layout: pybids querying, labels, filters, runs, derivative inputs."""
 
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from rumba_bids.cli.collect import (
-    collect_runs,
-    dwi_query,
-    is_derivative_dataset,
-    load_layout,
-    read_dataset_description,
-)
 from rumba_bids.cli.errors import DataError, ExitCode, InputMissingError, RumbaBidsError
+from rumba_bids.inputs.bids import collect_runs, dwi_query, load_layout
+from rumba_bids.inputs.detect import detect_layout, read_dataset_description
 
 
 def add_run(root, source_stem, new_stem):
@@ -23,17 +19,20 @@ def add_run(root, source_stem, new_stem):
         shutil.copy(root / (source_stem + ext), root / (new_stem + ext))
 
 
-def labels(root, **kwargs):
-    layout = load_layout(root, derivative=False)
+def runs_of(root, **kwargs):
+    dataset = detect_layout(root)
+    layout = load_layout(root, derivative=dataset.derivative)
     _, files = dwi_query(layout, **kwargs)
-    return [run.label for run in collect_runs(layout, files, derivative=False)]
+    return collect_runs(layout, files, dataset=dataset)
+
+
+def labels(root, **kwargs):
+    return [run.label for run in runs_of(root, **kwargs)]
 
 
 def test_every_run_and_its_entities(demo_copy):
     add_run(demo_copy, "sub-02/dwi/sub-02_dwi", "sub-02/dwi/sub-02_acq-hi_dir-AP_run-2_dwi")
-    layout = load_layout(demo_copy, derivative=False)
-    _, files = dwi_query(layout)
-    runs = collect_runs(layout, files, derivative=False)
+    runs = runs_of(demo_copy)
     assert [run.label for run in runs] == [
         "sub-01_ses-1",
         "sub-01_ses-2",
@@ -41,10 +40,12 @@ def test_every_run_and_its_entities(demo_copy):
         "sub-02",
     ]
     extra = runs[2]
-    assert extra.bval_file.name == "sub-02_acq-hi_dir-AP_run-2_dwi.bval"
-    assert extra.bvec_file.name == "sub-02_acq-hi_dir-AP_run-2_dwi.bvec"
+    assert Path(extra.bval_file).name == "sub-02_acq-hi_dir-AP_run-2_dwi.bval"
+    assert Path(extra.bvec_file).name == "sub-02_acq-hi_dir-AP_run-2_dwi.bvec"
     assert dict(extra.metadata)["PhaseEncodingDirection"] == "j-"
     assert extra.mask_file is None
+    assert (extra.layout, extra.bvec_convention, extra.dataset_name) == ("bids", "fsl", "raw")
+    assert extra.sources[0] == "bids:raw:sub-02/dwi/sub-02_acq-hi_dir-AP_run-2_dwi.nii.gz"
 
 
 def test_labels_and_filters(demo_copy, tmp_path):
@@ -69,9 +70,7 @@ def test_labels_and_filters(demo_copy, tmp_path):
 def test_misnamed_bval_is_not_found(demo_copy):
     stem = demo_copy / "sub-02/dwi/sub-02_dwi"
     stem.with_name("sub-02_dwi.bval").rename(stem.with_name("sub-02_dwi.bvals"))
-    layout = load_layout(demo_copy, derivative=False)
-    _, files = dwi_query(layout, participant_label=["02"])
-    (run,) = collect_runs(layout, files, derivative=False)
+    (run,) = runs_of(demo_copy, participant_label=["02"])
     assert run.bval_file is None and run.bvec_file is not None
 
 
@@ -81,11 +80,11 @@ def test_dataset_description(tmp_path, demo_copy):
     (tmp_path / "dataset_description.json").write_text("{oops")
     with pytest.raises(DataError, match="not valid JSON"):
         read_dataset_description(tmp_path)
-    assert not is_derivative_dataset(read_dataset_description(demo_copy))
+    assert not detect_layout(demo_copy).derivative
 
 
 def test_preprocessed_derivatives_with_their_masks(demo_copy, tmp_path):
-    """A QSIPrep-like dataset: desc-preproc DWI in T1w space with a brain mask."""
+    """A derivative that does not name QSIPrep: BIDS layout, FSL b-vectors, its brain mask."""
     root = tmp_path / "qsiprep"
     (root / "sub-02" / "dwi").mkdir(parents=True)
     (root / "dataset_description.json").write_text(
@@ -101,11 +100,14 @@ def test_preprocessed_derivatives_with_their_masks(demo_copy, tmp_path):
         nib.Nifti1Image(mask, img.affine),
         str(root / "sub-02/dwi/sub-02_space-T1w_desc-brain_mask.nii.gz"),
     )
-    description = read_dataset_description(root)
-    assert is_derivative_dataset(description)
-    layout = load_layout(root, derivative=True)
-    _, files = dwi_query(layout)
-    (run,) = collect_runs(layout, files, derivative=True)
+    dataset = detect_layout(root)
+    assert (dataset.layout, dataset.derivative) == ("bids", True)
+    (run,) = runs_of(root)
     assert run.label == "sub-02_space-T1w"
-    assert run.mask_file.name == "sub-02_space-T1w_desc-brain_mask.nii.gz"
-    assert run.bval_file.name == "sub-02_space-T1w_desc-preproc_dwi.bval"
+    assert Path(run.mask_file).name == "sub-02_space-T1w_desc-brain_mask.nii.gz"
+    assert Path(run.bval_file).name == "sub-02_space-T1w_desc-preproc_dwi.bval"
+    assert (run.bvec_convention, run.dataset_name, run.mask_from_dataset) == (
+        "fsl",
+        "preprocessed",
+        True,
+    )

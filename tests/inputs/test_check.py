@@ -1,4 +1,4 @@
-"""Pre-flight checks of a DWI run: every bad input gets its message and exit code."""
+"""Pre-flight check of a DWI run record: every bad input gets its message and exit code."""
 
 import gzip
 
@@ -6,8 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from rumba_bids.cli.checks import inspect_run
 from rumba_bids.cli.errors import DataError, ExitCode, InputMissingError
+from rumba_bids.inputs.check import check_run
+from rumba_bids.inputs.record import DwiRun
 
 STEM = "sub-02/dwi/sub-02_dwi"
 
@@ -23,13 +24,16 @@ def run(demo_copy):
 
 
 def check(run, **changes):
-    return inspect_run(**{**run, **changes})
+    files = {
+        key: None if value is None else str(value) for key, value in {**run, **changes}.items()
+    }
+    return check_run(DwiRun(entities=(("subject", "02"),), **files))
 
 
 def test_valid_run(run):
-    facts = check(run)
-    assert facts.n_volumes == 100 and facts.n_b0 == 10
-    assert facts.shells == (1000.0, 2000.0, 3000.0) and facts.n_shells == 3
+    checked = check(run)
+    assert checked.checked and checked.n_volumes == 100 and checked.n_b0 == 10
+    assert checked.shells == (1000.0, 2000.0, 3000.0) and checked.n_shells == 3
 
 
 def test_missing_files(run, tmp_path):
