@@ -13,6 +13,8 @@ import numpy as np
 
 PEAK_SETTINGS = {"relative_peak_threshold": 0.2, "min_separation_angle": 25.0, "npeaks": 5}
 OURS, OURS_TV, DIPY, MRTRIX = "rumba-bids", "rumba-bids TV", "DIPY RUMBA-SD", "MRtrix3 CSD"
+#: The same fits with peaks at the sphere's vertices (``extract_peaks(refine=False)``).
+OURS_VERTEX, OURS_TV_VERTEX = "rumba-bids, vertex peaks", "rumba-bids TV, vertex peaks"
 METHOD_STYLE = {OURS: "tab:blue", OURS_TV: "tab:green", DIPY: "tab:orange", MRTRIX: "tab:red"}
 SNR_STYLE = {10: ":", 20: "--", 30: "-"}
 
@@ -66,7 +68,7 @@ def summary_table(results, *, acquisition, noise) -> list[str]:
     cells = [c for c in results if c.acquisition == acquisition and c.noise == noise]
     if not cells:
         return []
-    methods = [m for m in (OURS, DIPY, MRTRIX) if any(m in results[c] for c in cells)]
+    methods = [m for m in (OURS, OURS_VERTEX, DIPY, MRTRIX) if any(m in results[c] for c in cells)]
     header = ["method", "SNR", *(f"success {name}" for name, _ in SUMMARY_COLUMNS)]
     header += ["ang. error (°)", "n+", "n−", "f_iso error"]
     lines = _head(header)
@@ -88,7 +90,8 @@ def coherent_table(coherent) -> list[str]:
     header = ["method", "SNR", "success (fibre voxels)", "ang. error (°)", "n+", "n−"]
     header += ["success (crossings)", "ang. error crossings (°)", "f_iso error"]
     lines = _head(header)
-    methods = [m for m in (OURS, OURS_TV, DIPY, MRTRIX) if any(m in v for v in coherent.values())]
+    methods = (OURS, OURS_VERTEX, OURS_TV, OURS_TV_VERTEX, DIPY, MRTRIX)
+    methods = [m for m in methods if any(m in v for v in coherent.values())]
     for method in methods:
         for snr, by_method in coherent.items():
             if method not in by_method:
@@ -102,7 +105,8 @@ def coherent_table(coherent) -> list[str]:
 
 
 def full_table(results) -> list[str]:
-    methods = [m for m in (OURS, DIPY, MRTRIX) if any(m in v for v in results.values())]
+    methods = (OURS, OURS_VERTEX, DIPY, MRTRIX)
+    methods = [m for m in methods if any(m in v for v in results.values())]
     header = ["acquisition", "noise", "SNR", "fibres", "angle", "fractions", "CSF"]
     header += [f"{m}: success / error° / n+ / n− / f_iso err" for m in methods]
     lines = _head(header)

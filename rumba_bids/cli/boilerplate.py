@@ -142,6 +142,12 @@ def methods_text(
         if model.sh_basis == "mrtrix3"
         else "the real spherical-harmonic basis of Descoteaux et al. [@descoteaux2007qball]"
     )
+    refinement = (
+        "; each peak was refined between the sphere's directions to the maximum of a "
+        "quadratic fitted to the logarithm of the fODF around it"
+        if model.peak_refine
+        else ""
+    )
     paragraphs = [
         f"Fibre orientation distributions (fODFs) were estimated with rumba-bids {version}, "
         "a BIDS-App [@gorgolewski2017bidsapps] for data organised in BIDS "
@@ -158,7 +164,8 @@ def methods_text(
         f"The fODF was projected onto {basis} up to degree {model.sh_order}; up to "
         f"{model.npeaks} peaks per voxel were extracted (relative threshold "
         f"{model.peak_threshold:g}, minimum separation {model.min_separation_angle:g} "
-        "degrees), and the generalised fractional anisotropy [@tuch2004qball] was computed.",
+        f"degrees{refinement}), and the generalised fractional anisotropy [@tuch2004qball] "
+        "was computed.",
     ]
     return "\n\n".join(paragraphs)
 

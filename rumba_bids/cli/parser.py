@@ -402,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"minimum angle between peaks (default {DEFAULT_MIN_SEPARATION_ANGLE:g})",
     )
     model.add_argument(
+        "--no-peak-refine",
+        action="store_true",
+        help="peak directions at the sphere's vertices, as DIPY's peak_directions (default: "
+        "refined between the vertices, with the fODF amplitude there)",
+    )
+    model.add_argument(
         "--write-amplitudes",
         action="store_true",
         help="also write the fODF sampled on the sphere (desc-amplitudes; large)",
@@ -501,6 +507,7 @@ def _model_options(args) -> ModelOptions:
         npeaks=args.npeaks,
         peak_threshold=args.peak_threshold,
         min_separation_angle=args.min_separation_angle,
+        peak_refine=not args.no_peak_refine,
         write_amplitudes=args.write_amplitudes,
         fod_scale=args.fod_scale,
     )

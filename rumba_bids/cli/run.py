@@ -378,6 +378,7 @@ def rumba_options(model) -> dict:
         "npeaks": model.npeaks,
         "relative_peak_threshold": model.peak_threshold,
         "min_separation_angle": model.min_separation_angle,
+        "refine_peaks": model.peak_refine,
         "fod_scale": model.fod_scale,
     }
 

@@ -21,6 +21,7 @@ from ..core.defaults import (
     DEFAULT_N_COILS,
     DEFAULT_N_ITER,
     DEFAULT_NPEAKS,
+    DEFAULT_PEAK_REFINE,
     DEFAULT_PEAK_THRESHOLD,
     DEFAULT_R,
     DEFAULT_RECON_TYPE,
@@ -62,6 +63,7 @@ class ModelOptions:
     npeaks: int = DEFAULT_NPEAKS
     peak_threshold: float = DEFAULT_PEAK_THRESHOLD
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE
+    peak_refine: bool = DEFAULT_PEAK_REFINE
     write_amplitudes: bool = False
     fod_scale: str = DEFAULT_FOD_SCALE
 

@@ -23,6 +23,8 @@ DEFAULT_SH_BASIS = "mrtrix3"
 DEFAULT_NPEAKS = 5
 DEFAULT_PEAK_THRESHOLD = 0.5
 DEFAULT_MIN_SEPARATION_ANGLE = 25.0
+#: Peak directions refined between the sphere's vertices (False: vertex directions).
+DEFAULT_PEAK_REFINE = True
 #: Noise model: spatial matched filter (Rician), coils, acceleration factor.
 DEFAULT_RECON_TYPE = "smf"
 DEFAULT_N_COILS = 1

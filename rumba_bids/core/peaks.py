@@ -17,11 +17,20 @@ ODFs are taken to be antipodally symmetric.  Spheres holding only one
 hemisphere (no antipodal pairs, all ``z >= 0``, like DIPY's ``HemiSphere``)
 get the neighbourhood of the mirrored full sphere, as in DIPY.
 
-Direction frame: peak directions are sphere vertices, so they are in the
-frame of the sphere; for ODFs fitted by rumba-bids that is the voxel (ijk)
-frame of the gradient table.  :meth:`PeaksResult.in_world` (or
-:func:`rumba_bids.core.gradients.voxel_to_world`) rotates them into world
-(xyz, RAS+) coordinates with the image affine.
+Refinement (``refine=True``, the default): each peak is then moved off its
+vertex to the maximum of a log-quadratic fitted to the ODF over the vertex's
+ring of neighbours, with the amplitude there (see
+:mod:`rumba_bids.core.peak_refinement`).  The peaks found (their number, and
+the vertex each comes from, ``indices``) are those of the vertex search; a
+refinement is held back (the peak keeps its vertex direction and value) when
+it leaves the vertex's neighbourhood or brings two peaks within
+``min_separation_angle``.  Peaks are then sorted by their refined values.
+``refine=False`` returns DIPY's vertex directions and values exactly.
+
+Direction frame: peak directions are in the frame of the sphere; for ODFs
+fitted by rumba-bids that is the voxel (ijk) frame of the gradient table.
+:meth:`PeaksResult.in_world` (or :func:`rumba_bids.core.gradients.voxel_to_world`)
+rotates them into world (xyz, RAS+) coordinates with the image affine.
 
 How it is fast: in cache-sized blocks of voxels, one pass each gives the
 minimum, maximum, sum and sum of squares (for GFA) of every ODF; only vertices
@@ -43,8 +52,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .defaults import DEFAULT_MIN_SEPARATION_ANGLE, DEFAULT_NPEAKS, DEFAULT_PEAK_THRESHOLD
+from .defaults import (
+    DEFAULT_MIN_SEPARATION_ANGLE,
+    DEFAULT_NPEAKS,
+    DEFAULT_PEAK_REFINE,
+    DEFAULT_PEAK_THRESHOLD,
+)
 from .gradients import voxel_to_world
+from .peak_refinement import keep_separated, refine_peaks, refinement_geometry
 from .sphere import Sphere, as_sphere
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -63,7 +78,8 @@ class PeaksResult(NamedTuple):
     values : ndarray, shape (..., npeaks)
         ODF value at each peak (the ODF's unit); 0 where there is no peak.
     indices : ndarray of int32, shape (..., npeaks)
-        Sphere vertex of each peak; -1 where there is no peak.
+        Sphere vertex each peak was found at (refined directions lie within
+        its neighbourhood); -1 where there is no peak.
     gfa : ndarray, shape (...)
         Generalised fractional anisotropy of the ODF (see :func:`gfa`); 0
         outside the mask, NaN for ODFs with non-finite values.
@@ -293,6 +309,7 @@ def _peaks_of_block(odfs, rows, geometry, relative_peak_threshold, npeaks):
 
 
 def _prepare(sphere, relative_peak_threshold, min_separation_angle, npeaks):
+    """The sphere and the (vertices, neighbour table, separation cosine) of the search."""
     _check_parameters(relative_peak_threshold, min_separation_angle, npeaks)
     sphere = as_sphere(sphere)
     # math.cos (libm) and left-to-right dot products reproduce DIPY's arithmetic
@@ -302,6 +319,46 @@ def _prepare(sphere, relative_peak_threshold, min_separation_angle, npeaks):
     return sphere, (sphere.vertices, _neighbour_table(sphere), cos_separation)
 
 
+def _refinement(sphere, geometry):
+    """The sphere's refinement operators (built once per sphere object)."""
+    cached = getattr(sphere, "_peak_refinement", None)
+    if cached is None:
+        cached = refinement_geometry(sphere.vertices, geometry[1])
+        sphere._peak_refinement = cached
+    return cached
+
+
+def _refine_block(flat, rows, peak_vertex, peak_value, geometry, refinement):
+    """Refined directions (V, P, 3) and values (V, P), re-sorted, with the vertices.
+
+    ``peak_vertex``/``peak_value`` are the vertex search's result for the rows
+    ``rows`` (index array) of ``flat``; ``refinement`` is the sphere's
+    :class:`~rumba_bids.core.peak_refinement.RefinementGeometry`.
+    """
+    vertices, _, cos_separation = geometry
+    present = peak_vertex >= 0
+    vertex_dirs = np.where(present[..., None], vertices[np.maximum(peak_vertex, 0)], 0.0)
+    directions, values = vertex_dirs.copy(), peak_value.copy()
+    voxel, slot = np.nonzero(present)
+    moved, moved_value, _ = refine_peaks(
+        flat, rows[voxel], peak_vertex[voxel, slot], refinement, vertices
+    )
+    directions[voxel, slot] = moved
+    values[voxel, slot] = moved_value
+    keep = keep_separated(directions, vertex_dirs, present, cos_separation)
+    directions = np.where(keep[..., None], directions, vertex_dirs)
+    values = np.where(keep, values, peak_value)
+    # largest refined value first; empty slots (-inf) last, ties in the vertex order
+    order = np.argsort(np.where(present, -values, np.inf), axis=1, kind="stable")
+    directions = np.take_along_axis(directions, order[..., None], axis=1)
+    directions[~np.take_along_axis(present, order, axis=1)] = np.nan
+    return (
+        np.take_along_axis(peak_vertex, order, axis=1),
+        np.take_along_axis(values, order, axis=1),
+        directions,
+    )
+
+
 def peak_directions(
     odf,
     sphere=None,
@@ -309,6 +366,7 @@ def peak_directions(
     relative_peak_threshold: float = 0.5,
     min_separation_angle: float = 25,
     npeaks: int | None = 5,
+    refine: bool = DEFAULT_PEAK_REFINE,
 ):
     """Peaks of one ODF (see the module docstring for the rules).
 
@@ -324,6 +382,9 @@ def peak_directions(
         Degrees.
     npeaks : int or None
         Maximum number of peaks returned; None for all.
+    refine : bool
+        Move each peak between the vertices (see the module docstring);
+        False: the vertex directions and values, as DIPY's ``peak_directions``.
 
     Returns
     -------
@@ -331,7 +392,7 @@ def peak_directions(
         Unit vectors in the sphere's frame, largest peak first.
     values : ndarray, shape (P,)
     indices : ndarray of intp, shape (P,)
-        Sphere vertex of each peak.
+        Sphere vertex each peak was found at.
     """
     odf = np.asarray(odf)
     sphere, geometry = _prepare(sphere, relative_peak_threshold, min_separation_angle, npeaks)
@@ -342,12 +403,19 @@ def peak_directions(
     if not np.all(np.isfinite(odf)):
         raise ValueError("odf contains NaN or inf values")
     limit = len(sphere) if npeaks is None else int(npeaks)
+    flat = odf[None].astype(np.float64)
     indices, values, _ = _peaks_of_block(
-        odf[None].astype(np.float64), slice(0, 1), geometry, relative_peak_threshold, limit
+        flat, slice(0, 1), geometry, relative_peak_threshold, limit
     )
+    if refine:
+        refinement = _refinement(sphere, geometry)
+        indices, values, directions = _refine_block(
+            flat, np.zeros(1, dtype=np.intp), indices, values, geometry, refinement
+        )
+    else:
+        directions = sphere.vertices[np.maximum(indices, 0)]
     found = indices[0] >= 0
-    indices = indices[0, found]
-    return sphere.vertices[indices], values[0, found], indices
+    return directions[0, found], values[0, found], indices[0, found]
 
 
 def extract_peaks(
@@ -358,6 +426,7 @@ def extract_peaks(
     relative_peak_threshold: float = DEFAULT_PEAK_THRESHOLD,
     min_separation_angle: float = DEFAULT_MIN_SEPARATION_ANGLE,
     npeaks: int = DEFAULT_NPEAKS,
+    refine: bool = DEFAULT_PEAK_REFINE,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PeaksResult:
     """Peaks and GFA of many ODFs, vectorised over voxels.
@@ -376,6 +445,10 @@ def extract_peaks(
         Degrees.
     npeaks : int
         Number of peak slots per voxel.
+    refine : bool
+        Move each peak between the vertices, with the amplitude there (see
+        the module docstring); False: vertex directions and values, exactly
+        as DIPY's ``peak_directions``.
     chunk_size : int
         Voxels whose local maxima are pruned together; the extra memory is a
         few kB per voxel of the chunk (the local-maximum search itself runs in
@@ -417,6 +490,9 @@ def extract_peaks(
     indices = np.full((n_total, npeaks), -1, dtype=np.int32)
     values = np.zeros((n_total, npeaks), dtype=out_dtype)
     gfa_map = np.zeros(n_total, dtype=out_dtype)
+    refinement = _refinement(sphere, geometry) if refine else None
+    if refine:
+        directions = np.full((n_total, npeaks, 3), np.nan, dtype=out_dtype)
     n_selected = len(selected)
     for start in range(0, n_selected, int(chunk_size)):
         stop = min(start + int(chunk_size), n_selected)
@@ -424,12 +500,18 @@ def extract_peaks(
         chunk_indices, chunk_values, chunk_gfa = _peaks_of_block(
             flat, rows, geometry, relative_peak_threshold, npeaks
         )
+        if refine:
+            row_numbers = np.arange(start, stop) if mask is None else rows
+            chunk_indices, chunk_values, directions[rows] = _refine_block(
+                flat, row_numbers, chunk_indices, chunk_values, geometry, refinement
+            )
         indices[rows] = chunk_indices
         values[rows] = chunk_values
         gfa_map[rows] = chunk_gfa
-    # one extra NaN row serves the -1 indices
-    vertex_table = np.concatenate([sphere.vertices, np.full((1, 3), np.nan)]).astype(out_dtype)
-    directions = vertex_table[np.where(indices < 0, len(sphere), indices)]
+    if not refine:
+        # one extra NaN row serves the -1 indices
+        vertex_table = np.concatenate([sphere.vertices, np.full((1, 3), np.nan)])
+        directions = vertex_table.astype(out_dtype)[np.where(indices < 0, len(sphere), indices)]
     return PeaksResult(
         directions=directions.reshape(spatial_shape + (npeaks, 3)),
         values=values.reshape(spatial_shape + (npeaks,)),

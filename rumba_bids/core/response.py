@@ -696,8 +696,14 @@ def _single_fibre_voxels(model: CsdModel, voxels, sphere, peak_thr, *, n_threads
     for start in range(0, len(voxels), _CHUNK):
         block = voxels[start : start + _CHUNK]
         odf = model.fit(block, n_threads=n_threads).odf(sphere)
+        # vertex peaks, as DIPY's recursive_response (its results are reproduced exactly)
         peaks = extract_peaks(
-            odf, sphere, relative_peak_threshold=peak_thr, min_separation_angle=25, npeaks=2
+            odf,
+            sphere,
+            relative_peak_threshold=peak_thr,
+            min_separation_angle=25,
+            npeaks=2,
+            refine=False,
         )
         first, second = peaks.values[:, 0], peaks.values[:, 1]
         keep = (first > 0) & (second < peak_thr * first)

@@ -23,7 +23,7 @@ from .shm import REFERENCES, directions_in, read_directions, slabs
 PEAK_DEFAULTS = {
     name: parameter.default
     for name, parameter in inspect.signature(extract_peaks).parameters.items()
-    if name in ("relative_peak_threshold", "min_separation_angle", "npeaks")
+    if name in ("relative_peak_threshold", "min_separation_angle", "npeaks", "refine")
 }
 
 
@@ -50,8 +50,8 @@ def extract_peaks_file(
     reference : {'ijk', 'xyz'}
         Frame of the peak directions.
     **options
-        ``npeaks``, ``relative_peak_threshold``, ``min_separation_angle``
-        of :func:`rumba_bids.core.peaks.extract_peaks`.
+        ``npeaks``, ``relative_peak_threshold``, ``min_separation_angle``,
+        ``refine`` of :func:`rumba_bids.core.peaks.extract_peaks`.
 
     Returns
     -------
@@ -113,6 +113,9 @@ class _ExtractPeaksInputSpec(BaseInterfaceInputSpec):
         0.0, 90.0, float(PEAK_DEFAULTS["min_separation_angle"]), usedefault=True, desc="degrees"
     )
     reference = traits.Enum(*REFERENCES, usedefault=True, desc="frame of the directions")
+    refine = traits.Bool(
+        PEAK_DEFAULTS["refine"], usedefault=True, desc="directions between the sphere's vertices"
+    )
 
 
 class _ExtractPeaksOutputSpec(TraitedSpec):
@@ -140,6 +143,7 @@ class ExtractPeaks(SimpleInterface):
                 npeaks=inputs.npeaks,
                 relative_peak_threshold=inputs.relative_peak_threshold,
                 min_separation_angle=inputs.min_separation_angle,
+                refine=inputs.refine,
             ),
             encoding=peaks_encoding(reference=inputs.reference),
         )

@@ -309,6 +309,7 @@ def init_rumba_wf(
     npeaks=PEAK_DEFAULTS["npeaks"],
     relative_peak_threshold=PEAK_DEFAULTS["relative_peak_threshold"],
     min_separation_angle=PEAK_DEFAULTS["min_separation_angle"],
+    refine_peaks=PEAK_DEFAULTS["refine"],
     reference="xyz",
     fod_scale=DEFAULT_FOD_SCALE,
     bvec_convention="fsl",
@@ -370,6 +371,9 @@ def init_rumba_wf(
     npeaks, relative_peak_threshold, min_separation_angle
         Peak extraction (at most ``npeaks`` maxima above the given fraction of
         the largest, at least ``min_separation_angle`` degrees apart).
+    refine_peaks : bool
+        Peak directions between the sphere's vertices, with the fODF amplitude
+        there (:func:`rumba_bids.core.peaks.extract_peaks`); False: vertices.
     reference : {'ijk', 'xyz'}
         Frame of the SH and peak directions: voxel axes (recorded as
         ``Reference: ijk``) or world axes of the affine (as MRtrix3 reads them).
@@ -495,6 +499,7 @@ def init_rumba_wf(
             npeaks=npeaks,
             relative_peak_threshold=relative_peak_threshold,
             min_separation_angle=min_separation_angle,
+            refine=bool(refine_peaks),
             reference=reference,
         ),
         name="extract_peaks",

@@ -25,6 +25,7 @@ def test_default_methods():
     assert "grey matter" in text and "for the 1 run(s)" in text
     assert "fitted independently" in text and "rudin1992tv" not in text
     assert "median-Otsu" in text
+    assert "refined between the sphere's directions" in text
 
 
 def test_options_change_the_text():
@@ -47,6 +48,8 @@ def test_options_change_the_text():
     assert "noncentral-chi noise (8 receiver coils" in text and "R = 2" in text
     assert "no isotropic compartment" in text and "250 iterations" in text
     assert "[@descoteaux2007qball]" in text and "given on the command line" in text
+    vertex_peaks = methods_text(model=replace(ModelOptions(), peak_refine=False), **BASE)
+    assert "refined" not in vertex_peaks and "minimum separation 25 degrees)" in vertex_peaks
 
 
 def test_references_match_citations():

@@ -182,6 +182,18 @@ def test_help_is_readable():
     assert Path(__file__).exists()
 
 
+def test_peak_refinement_switch_reaches_the_peak_node(bids):
+    from rumba_bids.cli.run import rumba_options
+    from rumba_bids.workflows.rumba import init_rumba_wf
+
+    assert parse(bids).model.peak_refine is True
+    model = parse(bids, "--no-peak-refine").model
+    assert model.peak_refine is False
+    for chosen, expected in ((parse(bids).model, True), (model, False)):
+        workflow = init_rumba_wf(**rumba_options(chosen))
+        assert workflow.get_node("extract_peaks").inputs.refine is expected
+
+
 def test_fod_scale_reaches_the_workflow(bids):
     from rumba_bids.cli.run import rumba_options
     from rumba_bids.core.defaults import DEFAULT_FOD_SCALE

@@ -181,6 +181,13 @@ def test_sh2peaks_agrees_with_our_peaks(tmp_path, phantom, name):
     true_cosines = np.abs(np.einsum("...pk,...fk->...pf", np.nan_to_num(ours.directions), truth))
     true_angles = np.degrees(np.arccos(np.clip(true_cosines.max(axis=-1), 0, 1)))
     assert np.median(true_angles[found]) < 4.0
+    # refined peaks land on sh2peaks' maxima of the same (order 8) fODF; vertices do not
+    vertex = extract_peaks(odf, sphere, npeaks=3, refine=False).in_world(affine)
+    vertex_cosines = np.abs(np.einsum("...pk,...qk->...pq", vertex.directions, their_directions))
+    vertex_cosines = np.where(strong[..., None, :], np.nan_to_num(vertex_cosines), 0.0)
+    vertex_angles = np.degrees(np.arccos(np.clip(vertex_cosines.max(axis=-1), 0, 1)))
+    assert np.median(angles[found]) < 0.25 and angles[found].max() < 1.0  # measured 0.06, 0.33
+    assert np.median(vertex_angles[found]) > 1.0  # measured 3.1
 
 
 def test_peaks_layout_read_back_by_peaks2amp(tmp_path, phantom):

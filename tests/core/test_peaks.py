@@ -3,16 +3,19 @@ import pytest
 from dipy_lazy import LazyModule
 
 from rumba_bids.core.gradients import voxel_to_world
+from rumba_bids.core.peak_refinement import refine_peaks, refinement_geometry, tangent_basis
 from rumba_bids.core.peaks import (
     PeaksResult,
+    _prepare,
     extract_peaks,
     gfa,
     mrtrix_to_peaks,
     peak_directions,
     peaks_to_mrtrix,
 )
+from rumba_bids.core.peaks import _refinement as _sphere_refinement
 from rumba_bids.core.shm import sh_to_sf, zonal_to_sh
-from rumba_bids.core.sphere import get_sphere
+from rumba_bids.core.sphere import Sphere, get_sphere
 
 dipy_sphere_module = LazyModule("dipy.core.sphere")
 dipy_peaks = LazyModule("dipy.direction.peaks")
@@ -109,7 +112,7 @@ def test_extract_peaks_agrees_with_dipy(sphere, kind, options):
     dipy_sphere = dipy_sphere_module.Sphere(xyz=sphere.vertices)
     defaults = {"relative_peak_threshold": 0.5, "min_separation_angle": 25}
     options = {**defaults, **options}
-    result = extract_peaks(odfs, sphere, npeaks=5, **options)
+    result = extract_peaks(odfs, sphere, npeaks=5, refine=False, **options)
     assert_agrees_with_dipy(result, dipy_reference(odfs, dipy_sphere, **options))
     np.testing.assert_allclose(result.gfa, dipy_odf.gfa(odfs), rtol=1e-10)
 
@@ -118,7 +121,7 @@ def test_peak_directions_single_voxel_matches_dipy(sphere):
     odfs = random_lobe_odfs(200, sphere.vertices, seed=3)
     dipy_sphere = dipy_sphere_module.Sphere(xyz=sphere.vertices)
     for odf in odfs:
-        directions, values, indices = peak_directions(odf, sphere, npeaks=None)
+        directions, values, indices = peak_directions(odf, sphere, npeaks=None, refine=False)
         theirs = dipy_peaks.peak_directions(odf, dipy_sphere)
         np.testing.assert_array_equal(indices, theirs[2])
         np.testing.assert_allclose(directions, theirs[0], atol=1e-12)
@@ -129,14 +132,14 @@ def test_other_sphere_and_hemisphere_match_dipy():
     full = get_sphere("symmetric362")
     odfs = random_lobe_odfs(500, full.vertices, seed=4)
     reference = dipy_reference(odfs, dipy_sphere_module.Sphere(xyz=full.vertices))
-    assert_agrees_with_dipy(extract_peaks(odfs, full), reference)
+    assert_agrees_with_dipy(extract_peaks(odfs, full, refine=False), reference)
     # a hemisphere (DIPY HemiSphere): neighbours come from the mirrored full sphere
     hemisphere = get_sphere("repulsion724").vertices[:362]
     assert np.all(hemisphere[:, 2] >= 0)
     dipy_hemisphere = dipy_sphere_module.HemiSphere(xyz=hemisphere)
     np.testing.assert_allclose(dipy_hemisphere.vertices, hemisphere, atol=1e-12)
     odfs = random_lobe_odfs(500, hemisphere, seed=5)
-    result = extract_peaks(odfs, hemisphere)
+    result = extract_peaks(odfs, hemisphere, refine=False)
     assert_agrees_with_dipy(result, dipy_reference(odfs, dipy_hemisphere))
 
 
@@ -160,6 +163,206 @@ def test_single_and_crossing_fibres_are_found(sphere):
     np.testing.assert_array_equal(result.indices[0, 1:], -1)
     assert result.values[1, 0] > result.values[1, 1] > 0
     assert angle > 60
+
+
+def _refinement(sphere):
+    return _sphere_refinement(sphere, _prepare(sphere, 0.5, 25, 5)[1])
+
+
+REFINE_SPHERES = ("repulsion100", "repulsion200", "symmetric362", "repulsion724", "custom", "hemi")
+
+
+def refine_sphere(name):
+    """A named sphere, a rotated (custom) one, or a hemisphere (DIPY HemiSphere-like)."""
+    if name == "custom":
+        rotation = np.linalg.qr(np.random.default_rng(11).normal(size=(3, 3)))[0]
+        return Sphere(get_sphere("repulsion724").vertices @ rotation.T, name="custom")
+    if name == "hemi":
+        return Sphere(get_sphere("repulsion724").vertices[:362], name="hemi")
+    return get_sphere(name)
+
+
+def between_vertices(sphere, n):
+    """``n`` centres of the hull's triangles (farthest from any vertex) and the spacing (deg)."""
+    full = sphere.vertices
+    if sphere.name == "hemi":  # its triangles are those of the mirrored sphere
+        full = np.concatenate([full, -full])
+    faces = Sphere(full).faces
+    centres = unit(full[faces].mean(axis=1))
+    edge = np.einsum("fk,fk->f", full[faces[:, 0]], full[faces[:, 1]])
+    return centres[:: len(centres) // n][:n], float(np.degrees(np.median(np.arccos(edge))))
+
+
+def axis_error(found, truth):
+    """Angle (deg) between each found peak and its nearest true axis."""
+    cosines = np.nan_to_num(np.abs(np.einsum("...pk,...fk->...pf", found, truth)))
+    return np.degrees(np.arccos(np.clip(cosines.max(axis=-1), 0, 1)))
+
+
+@pytest.mark.parametrize("name", REFINE_SPHERES)
+def test_refined_peaks_between_vertices_without_noise(name):
+    sphere = refine_sphere(name)
+    centres, spacing = between_vertices(sphere, 60)
+    # single fibres at the centres of triangles: the vertex search is off by ~spacing / 2
+    odfs = watson_odfs(sphere.vertices, centres[:, None], np.ones((60, 1)))
+    refined = extract_peaks(odfs, sphere, npeaks=3)
+    vertex = extract_peaks(odfs, sphere, npeaks=3, refine=False)
+    np.testing.assert_array_equal(refined.indices, vertex.indices)  # the same peaks
+    assert np.all((refined.indices >= 0).sum(axis=1) == 1)
+    vertex_error = axis_error(vertex.directions[:, :1], centres[:, None])
+    refined_error = axis_error(refined.directions[:, :1], centres[:, None])
+    assert vertex_error.mean() > 0.4 * spacing
+    assert refined_error.mean() < 0.1 * spacing and refined_error.max() < 0.3 * spacing
+    # the amplitude at the refined direction: the lobe's maximum (1), never below the vertex's
+    assert np.all(refined.values[:, 0] >= vertex.values[:, 0])
+    assert np.abs(refined.values[:, 0] - 1).mean() < np.abs(vertex.values[:, 0] - 1).mean() / 4
+    # crossings of 60-90 degrees between vertices
+    cosines = np.abs(centres @ centres.T)
+    first, second = np.nonzero(np.triu((cosines < np.cos(np.radians(60))), 1))
+    pairs = np.stack([centres[first], centres[second]], axis=1)[:40]
+    odfs = watson_odfs(sphere.vertices, pairs, np.tile([1.0, 0.7], (len(pairs), 1)))
+    refined = extract_peaks(odfs, sphere, npeaks=3)
+    assert np.all((refined.indices >= 0).sum(axis=1) == 2)
+    error = axis_error(refined.directions[:, :2], pairs)
+    assert error.mean() < 0.1 * spacing and error.max() < 0.3 * spacing
+    assert np.all(refined.values[:, 0] > refined.values[:, 1])
+
+
+@pytest.mark.parametrize("name", ["symmetric362", "repulsion724", "hemi"])
+def test_refined_peaks_with_noise(name):
+    sphere = refine_sphere(name)
+    rng = np.random.default_rng(12)
+    n_voxels = 1500
+    axes = unit(rng.normal(size=(n_voxels, 2, 3)))
+    weights = np.tile([1.0, 0.0], (n_voxels, 1))
+    weights[n_voxels // 2 :, 1] = 0.8  # half single fibres, half crossings
+    crossing = axis_error(axes[:, :1], axes[:, 1:2])[:, 0] > 50
+    axes, weights = axes[crossing | (weights[:, 1] == 0)], weights[crossing | (weights[:, 1] == 0)]
+    odfs = watson_odfs(sphere.vertices, axes, weights) + 0.01
+    odfs += rng.normal(scale=0.02, size=odfs.shape)
+    truth = np.where(weights[..., None] > 0, axes, np.nan)
+    refined = extract_peaks(odfs, sphere, npeaks=3)
+    vertex = extract_peaks(odfs, sphere, npeaks=3, refine=False)
+    np.testing.assert_array_equal(np.sort(refined.indices), np.sort(vertex.indices))
+    n_found = (refined.indices >= 0).sum(axis=1)
+    right = n_found == (weights > 0).sum(axis=1)
+    assert right.mean() > 0.98
+    found = np.arange(3) < n_found[:, None]
+    refined_error = axis_error(refined.directions, truth)[found & right[:, None]]
+    vertex_error = axis_error(vertex.directions, truth)[found & right[:, None]]
+    assert refined_error.mean() < 0.5 * vertex_error.mean()
+    assert np.percentile(refined_error, 95) < np.percentile(vertex_error, 95)
+
+
+def test_refinement_leaving_the_neighbourhood_is_held_back():
+    """A vertex maximum on a ridge that climbs towards another peak keeps its vertex.
+
+    Around vertex ``b`` the log-ODF is the quadratic ``s - 0.25 s^2 - 100 t^2`` in
+    the tangent plane (``s`` along the bisector of two neighbours, ``t`` across):
+    every neighbour is lower than ``b`` (a local maximum), but the quadratic's
+    maximum is at ``s = 2`` (63 degrees away), past the stronger peak ``a`` on the
+    same ridge.  Without the check ``b`` would be moved into ``a``'s basin.
+    """
+    sphere = get_sphere("repulsion724")
+    vertices, table = sphere.vertices, sphere.neighbours
+    b = 0
+    ring = np.unique(table[b][table[b] != b])
+    e1, e2 = tangent_basis(vertices[b : b + 1])
+    x = vertices[ring] @ e1[0] / (vertices[ring] @ vertices[b])
+    y = vertices[ring] @ e2[0] / (vertices[ring] @ vertices[b])
+    phases = np.sort(np.arctan2(y, x))
+    ridge = 0.5 * (phases[0] + phases[1])  # between two neighbours
+    s = x * np.cos(ridge) + y * np.sin(ridge)
+    t = -x * np.sin(ridge) + y * np.cos(ridge)
+    odf = np.full(len(sphere), 1e-3)
+    odf[b] = 1.0
+    odf[ring] = np.exp(s - 0.25 * s**2 - 100 * t**2)
+    assert odf[ring].max() < 1.0
+    # the stronger peak a, 20 degrees along the ridge
+    towards = unit(
+        vertices[b] + np.tan(np.radians(20)) * (np.cos(ridge) * e1[0] + np.sin(ridge) * e2[0])
+    )
+    a = int(np.argmax(vertices @ towards))
+    odf[table[a]] = 1.4
+    odf[a] = 1.8
+    unconstrained = unit(vertices[b] + 2.0 * (np.cos(ridge) * e1[0] + np.sin(ridge) * e2[0]))
+    assert vertices[a] @ unconstrained > vertices[b] @ unconstrained  # nearer a than b
+    directions, values, indices = peak_directions(odf, sphere, min_separation_angle=10)
+    assert set(indices) == {a, b}
+    held = list(indices).index(b)
+    np.testing.assert_array_equal(directions[held], vertices[b])
+    assert values[held] == 1.0
+    # the peak at a is refined, within its own neighbourhood
+    kept = 1 - held
+    assert 0 < np.degrees(np.arccos(directions[kept] @ vertices[a])) < 7
+
+
+def test_refinement_never_brings_peaks_within_the_separation_angle(sphere):
+    """Broad overlapping lobes 26-34 degrees apart pull their maxima together."""
+    rng = np.random.default_rng(13)
+    n_voxels = 1000
+    first = unit(rng.normal(size=(n_voxels, 3)))
+    other = unit(np.cross(first, rng.normal(size=(n_voxels, 3))))
+    angle = np.radians(rng.uniform(26, 34, n_voxels))[:, None]
+    axes = np.stack([first, np.cos(angle) * first + np.sin(angle) * other], axis=1)
+    odfs = watson_odfs(sphere.vertices, axes, np.ones((n_voxels, 2)), concentration=12.0)
+    options = {"min_separation_angle": 25, "relative_peak_threshold": 0.5, "npeaks": 3}
+    refined = extract_peaks(odfs, sphere, **options)
+    vertex = extract_peaks(odfs, sphere, refine=False, **options)
+    two = (refined.indices >= 0).sum(axis=1) == 2
+    assert two.sum() > 50
+    separation = np.degrees(
+        np.arccos(np.abs(np.sum(np.prod(refined.directions[two, :2], axis=1), -1)))
+    )
+    assert separation.min() > 25
+    # the guard engaged: in some voxels both peaks stayed on their vertices although each
+    # alone would have been refined
+    indices = refined.indices[two, :2].astype(np.intp)
+    rows = np.repeat(np.arange(two.sum()), 2)
+    _, _, alone = refine_peaks(
+        odfs[two], rows, indices.ravel(), _refinement(sphere), sphere.vertices
+    )
+    on_vertex = np.all(refined.directions[two, :2] == sphere.vertices[indices], axis=-1)
+    assert np.any(on_vertex.all(axis=1) & alone.reshape(-1, 2).all(axis=1))
+    assert vertex.directions.shape == refined.directions.shape
+
+
+def test_refinement_is_deterministic_and_scale_free(sphere):
+    from threadpoolctl import threadpool_limits
+
+    odfs = random_lobe_odfs(600, sphere.vertices, seed=14)
+    first = extract_peaks(odfs, sphere)
+    with threadpool_limits(1):
+        again = extract_peaks(odfs, sphere, chunk_size=97)
+    masked = extract_peaks(odfs, sphere, mask=np.arange(600) % 3 > 0, chunk_size=64)
+    for name in PeaksResult._fields:
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+        np.testing.assert_array_equal(
+            getattr(masked, name)[np.arange(600) % 3 > 0],
+            getattr(first, name)[np.arange(600) % 3 > 0],
+        )
+    # any positive scale of the ODF (e.g. weights vs density) moves no peak
+    scaled = extract_peaks(odfs * (724 / (4 * np.pi)), sphere)
+    np.testing.assert_array_equal(scaled.indices, first.indices)
+    np.testing.assert_allclose(scaled.directions, first.directions, atol=1e-12)
+    np.testing.assert_allclose(scaled.values, first.values * (724 / (4 * np.pi)), rtol=1e-12)
+    # one voxel at a time gives the same peaks
+    directions, values, indices = peak_directions(odfs[5], sphere)
+    found = first.indices[5] >= 0
+    np.testing.assert_array_equal(indices, first.indices[5][found])
+    np.testing.assert_array_equal(directions, first.directions[5][found])
+    np.testing.assert_array_equal(values, first.values[5][found])
+
+
+def test_refinement_geometry_of_small_neighbourhoods():
+    """Vertices with fewer than 5 neighbours cannot be fitted: their peaks stay put."""
+    tetrahedron = unit([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    geometry = refinement_geometry(tetrahedron, Sphere(tetrahedron).neighbours)
+    assert not geometry.usable.any()
+    octahedron_plus = get_sphere("repulsion100")
+    geometry = refinement_geometry(octahedron_plus.vertices, octahedron_plus.neighbours)
+    assert geometry.usable.all()
+    assert np.all((geometry.cap_cosine > 0.8) & (geometry.cap_cosine < 1))
 
 
 def test_separation_angle_and_antipodal_merging(sphere):
@@ -215,9 +418,10 @@ def test_mask_shapes_dtypes_and_chunks(sphere):
     assert np.isnan(masked.directions[~mask]).all()
     assert (masked.indices[~mask] == -1).all()
     assert (masked.values[~mask] == 0).all() and (masked.gfa[~mask] == 0).all()
-    # chunking does not change anything
+    # chunking does not change anything (refined directions included)
     small_chunks = extract_peaks(odfs, sphere, npeaks=4, chunk_size=1)
-    np.testing.assert_array_equal(small_chunks.indices, full.indices)
+    for name in PeaksResult._fields:
+        np.testing.assert_array_equal(getattr(small_chunks, name), getattr(full, name))
     # float32 in, float32 out, same peaks
     single = extract_peaks(odfs.astype(np.float32), sphere, npeaks=4)
     assert single.directions.dtype == single.values.dtype == single.gfa.dtype == np.float32
@@ -295,7 +499,7 @@ def test_real_scan_fodfs_agree_with_dipy(small_64d, sphere):
     fit = RumbaSDModel(gtab, n_iter=50, sphere=sphere).fit(image.get_fdata())
     odfs = fit.odf(dtype=None).reshape(-1, len(sphere))  # the fit's float32 weights
     assert odfs.dtype == np.float32
-    result = extract_peaks(odfs, sphere)
+    result = extract_peaks(odfs, sphere, refine=False)
     dipy_sphere = dipy_sphere_module.Sphere(xyz=sphere.vertices)
     reference = dipy_reference(odfs.astype(np.float64), dipy_sphere)
     assert_agrees_with_dipy(result, reference)

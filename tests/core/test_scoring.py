@@ -147,7 +147,7 @@ def test_prune_peaks_agrees_with_extract_peaks():
     # sums of sharp lobes, shifted so that min(odf) < 0 (extract_peaks' floor is then 0)
     odfs = np.einsum("vl,vln->vn", weights, np.abs(lobes @ sphere.vertices.T) ** 12) - 0.05
     every = extract_peaks(
-        odfs, sphere, relative_peak_threshold=0, min_separation_angle=0, npeaks=20
+        odfs, sphere, relative_peak_threshold=0, min_separation_angle=0, npeaks=20, refine=False
     )
     pruned_dirs, pruned_vals = prune_peaks(
         every.directions,
@@ -157,7 +157,7 @@ def test_prune_peaks_agrees_with_extract_peaks():
         npeaks=5,
     )
     direct = extract_peaks(
-        odfs, sphere, relative_peak_threshold=0.3, min_separation_angle=25, npeaks=5
+        odfs, sphere, relative_peak_threshold=0.3, min_separation_angle=25, npeaks=5, refine=False
     )
     np.testing.assert_allclose(pruned_vals, direct.values)
     np.testing.assert_array_equal(np.isnan(pruned_dirs), np.isnan(direct.directions))

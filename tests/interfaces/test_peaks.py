@@ -56,7 +56,7 @@ def test_small_64d_peaks_match_dipy(small_64d, tmp_path):
 
     inputs = _prepare(small_64d, tmp_path / "inputs")
     fit = fit_rumba_files(**inputs, out_dir=str(tmp_path), n_iter=20, sphere="repulsion200")
-    outputs = _peaks(fit, tmp_path, mask_file=inputs["mask_file"])
+    outputs = _peaks(fit, tmp_path, mask_file=inputs["mask_file"], refine=False)
     odf = nib.load(fit["fod_amplitudes"]).get_fdata()
     mask = nib.load(inputs["mask_file"]).get_fdata().astype(bool)
     sphere = DipySphere(xyz=np.loadtxt(fit["directions_file"]))
@@ -90,3 +90,26 @@ def test_without_mask_only_nonzero_fods_are_searched(synthetic_fit, tmp_path):
     fitted = nib.load(synthetic_fit["f_wm"]).get_fdata() > 0
     assert values.shape[-1] == 2
     assert np.all(values[fitted][:, 0] > 0) and np.all(values[~fitted] == 0)
+
+
+def test_refined_peaks_are_those_of_extract_peaks(small_64d, tmp_path):
+    """``refine`` (the default) reaches the core: its peaks, between the vertices."""
+    from rumba_bids.core.peaks import extract_peaks, peaks_to_mrtrix
+    from rumba_bids.core.sphere import Sphere
+
+    inputs = _prepare(small_64d, tmp_path / "inputs")
+    fit = fit_rumba_files(**inputs, out_dir=str(tmp_path), n_iter=20, sphere="repulsion200")
+    refined = _peaks(fit, tmp_path / "refined", mask_file=inputs["mask_file"])
+    vertex = _peaks(fit, tmp_path / "vertex", mask_file=inputs["mask_file"], refine=False)
+    image = nib.load(fit["fod_amplitudes"])
+    mask = nib.load(inputs["mask_file"]).get_fdata().astype(bool)
+    sphere = Sphere(np.loadtxt(fit["directions_file"]))
+    expected = extract_peaks(image.get_fdata(dtype=np.float32), sphere, mask=mask)
+    packed = peaks_to_mrtrix(expected.directions, expected.values)
+    np.testing.assert_allclose(nib.load(refined.peaks).get_fdata(), packed, atol=1e-6)
+    ours, _ = mrtrix_to_peaks(nib.load(refined.peaks).get_fdata()[mask])
+    on_vertex, _ = mrtrix_to_peaks(nib.load(vertex.peaks).get_fdata()[mask])
+    # each refined peak against the nearest vertex peak (refined values may reorder them)
+    cosines = np.nan_to_num(np.abs(np.einsum("vpk,vqk->vpq", ours, on_vertex))).max(axis=-1)
+    moved = np.degrees(np.arccos(np.clip(cosines, 0, 1)))[np.isfinite(ours[..., 0])]
+    assert np.median(moved) > 1.0 and moved.max() < 15  # off the vertices, within a ring
