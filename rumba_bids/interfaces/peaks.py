@@ -82,11 +82,18 @@ def extract_peaks_file(
     }
 
 
-def peaks_encoding(*, reference: str) -> dict:
+PEAK_REFINEMENT = {
+    True: "log-quadratic fit over the vertex and its neighbours (between vertices)",
+    False: "none (sphere vertices)",
+}
+
+
+def peaks_encoding(*, reference: str, refine: bool = PEAK_DEFAULTS["refine"]) -> dict:
     """``OrientationEncoding`` of the peak and peak-value images (BEP016 draft).
 
     Returns ``{'peaks': ..., 'peakvals': ...}``: the peaks (sh2peaks layout)
-    are NaN where a voxel has fewer peaks, the values 0.
+    are NaN where a voxel has fewer peaks, the values 0; ``Refinement`` says
+    whether directions were refined between the sphere's vertices.
     """
     return {
         "peaks": {
@@ -94,6 +101,7 @@ def peaks_encoding(*, reference: str) -> dict:
             "EncodingAxis": 3,
             "Reference": reference,
             "FillValue": "NaN",
+            "Refinement": PEAK_REFINEMENT[bool(refine)],
         },
         "peakvals": {"Type": "scalar", "EncodingAxis": 3, "FillValue": 0},
     }
@@ -145,6 +153,6 @@ class ExtractPeaks(SimpleInterface):
                 min_separation_angle=inputs.min_separation_angle,
                 refine=inputs.refine,
             ),
-            encoding=peaks_encoding(reference=inputs.reference),
+            encoding=peaks_encoding(reference=inputs.reference, refine=inputs.refine),
         )
         return runtime

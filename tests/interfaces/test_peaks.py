@@ -113,3 +113,6 @@ def test_refined_peaks_are_those_of_extract_peaks(small_64d, tmp_path):
     cosines = np.nan_to_num(np.abs(np.einsum("vpk,vqk->vpq", ours, on_vertex))).max(axis=-1)
     moved = np.degrees(np.arccos(np.clip(cosines, 0, 1)))[np.isfinite(ours[..., 0])]
     assert np.median(moved) > 1.0 and moved.max() < 15  # off the vertices, within a ring
+    # the sidecar says which directions these are
+    assert refined.encoding["peaks"]["Refinement"].startswith("log-quadratic")
+    assert vertex.encoding["peaks"]["Refinement"] == "none (sphere vertices)"
