@@ -5,7 +5,7 @@ load their module on first use, so ``rumba_bids.core.defaults`` (plain Python)
 can be read without loading numpy, e.g. by the command line.
 """
 
-from importlib import import_module
+from .lazy import lazy_exports
 
 #: Public name -> submodule defining it.
 _EXPORTS = {
@@ -53,14 +53,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -7,7 +7,7 @@ that can be called without Nipype.  Bad inputs raise
 :class:`~rumba_bids.interfaces.errors.RumbaInputError` naming the file.
 """
 
-from importlib import import_module
+from ..core.lazy import lazy_exports
 
 #: Public names and the module defining each; loaded on first use, so that importing
 #: the errors (:mod:`rumba_bids.interfaces.errors`, plain Python) loads no numpy or Nipype.
@@ -25,14 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
