@@ -16,7 +16,9 @@
 #
 # Runtime: non-root user, read-only image, no network (Nipype's version check is off), nothing
 # written under $HOME: HOME and the matplotlib / Deno caches point at /tmp, which exists and is
-# writable for any --user and under `apptainer run --containall`.
+# writable for any --user and under `apptainer run --containall`. numba keeps the compiled
+# kernels of rumba_bids.core.kernels in NUMBA_CACHE_DIR: the first fit of a container compiles
+# them (about 2.5 s), later processes load them.
 
 # Python minor version = the one requirements/constraints.txt was resolved with. A build
 # argument so that a local stand-in can replace it where no registry is reachable
@@ -65,6 +67,7 @@ ENV HOME=/tmp \
     MPLBACKEND=Agg \
     DENO_DIR=/tmp/deno \
     DENO_NO_UPDATE_CHECK=1 \
+    NUMBA_CACHE_DIR=/tmp/numba \
     NIPYPE_NO_ET=1
 
 USER 1000:1000

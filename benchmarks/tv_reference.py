@@ -7,6 +7,11 @@ they were on main before the slab-wise implementation, so that
 one against it: same results to float32 round-off, and the time ratio.
 
 ``reference_tv_fit(model, data, mask)`` runs a model's TV fit with this code.
+
+It also keeps the numpy voxel-wise chunk iteration as it was before the
+compiled element-wise passes (``rumba_bids.core.kernels``):
+``reference_voxelwise_fit(model, data, mask)`` runs a model's voxel-wise or
+global fit without TV with it, which the compiled one equals bit for bit.
 """
 
 from __future__ import annotations
@@ -184,3 +189,50 @@ def reference_tv_fit(model, data, mask=None):
         return model.fit(data, mask=mask)
     finally:
         _rumba._iterate_tv = new
+
+
+def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
+    """The numpy chunk iteration of main before the compiled passes (verbatim)."""
+    n_vox, n_vol = signal.shape
+    dtype = signal.dtype
+    order = settings.noise_order
+    norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
+    reblurred = fodf @ kernel_t
+    operands = np.empty((2 * n_vox, n_vol), dtype=dtype)
+    weighted = operands[:n_vox]  # signal * bessel ratio
+    operands[n_vox:] = reblurred
+    arg = np.empty_like(signal)
+    factor = np.empty((2 * n_vox, fodf.shape[1]), dtype=dtype)
+    for _ in range(settings.n_iter):
+        np.multiply(signal, reblurred, out=arg)
+        arg /= sigma2_arg[:, None]
+        bessel_ratio(order, arg, out=weighted)
+        weighted *= signal
+        np.matmul(operands, kernel, out=factor)
+        numerator, denominator = factor[:n_vox], factor[n_vox:]
+        denominator += _EPS
+        numerator /= denominator
+        fodf *= numerator
+        np.matmul(fodf, kernel_t, out=reblurred)
+        operands[n_vox:] = reblurred
+        np.multiply(reblurred, 0.5, out=arg)
+        arg -= weighted
+        arg *= reblurred
+        new_sigma2 = arg.sum(axis=1)
+        new_sigma2 += half_sq
+        new_sigma2 *= norm
+        np.clip(new_sigma2, *SIGMA2_BOUNDS, out=new_sigma2)
+        sigma2_arg, sigma2 = sigma2, new_sigma2.astype(dtype, copy=False)
+    sigma2_out[:] = sigma2
+
+
+def reference_voxelwise_fit(model, data, mask=None):
+    """``model.fit(data, mask)`` (no TV) with the numpy chunk iteration above."""
+    if model.use_tv:
+        raise ValueError("the numpy chunk iteration covers fits without TV")
+    new = _rumba._run_chunk
+    _rumba._run_chunk = _run_chunk
+    try:
+        return model.fit(data, mask=mask)
+    finally:
+        _rumba._run_chunk = new

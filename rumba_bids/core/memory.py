@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .threads import resolve_threads
-from .tv import TV_BLOCK_VALUES, TV_SLAB_VOXELS
+from .tv import TV_SLAB_VOXELS
 
 #: Voxels per batch of the fit (the chunk): small enough to keep its arrays in cache.
 DEFAULT_CHUNK = 1024
@@ -116,16 +116,20 @@ def _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_thr
     """The TV iteration (:func:`rumba_bids.core.rumba._iterate_tv`): two weight arrays,
     predictions, noise variances, the slab layout, and each worker's slab."""
     state = (2 * (n_vox + 1) * n_cols + n_vox * (n_fit + 5)) * item
-    # slab layout: one index per grid point of every slab (halos overlap: <= 2x the
-    # grid), one per voxel
-    layout = 8 * (2 * grid + n_vox)
-    largest_slice = grid if grid_shape is None else int(np.prod(grid_shape[1:]))
+    # slab layout: runs of (point, column, length); at most one run per voxel of a slab
+    # and of its halo, of a copied padding point, of a line
+    layout = 3 * 8 * (4 * n_vox + 2 * grid)
+    if grid_shape is None:
+        largest_slice = padded_grid = grid
+    else:
+        largest_slice = (grid_shape[1] + 2) * (grid_shape[2] + 2)
+        padded_grid = int(np.prod([n + 2 for n in grid_shape]))
     slab_rows = min(n_vox, TV_SLAB_VOXELS + largest_slice)
-    slab_points = min(3 * grid, 3 * (slab_rows + 2 * largest_slice))
-    block_values = max(TV_BLOCK_VALUES, slab_points)  # at least one compartment
+    # the slab's padded grid: its slices, two halo and two padding slices, cropped
+    slab_points = min(padded_grid, 3 * slab_rows + 4 * largest_slice)
     per_worker = (
         slab_rows * n_cols * item  # the slab's TV denominators
-        + 5 * block_values * item  # grid, three gradients, their norm
+        + 4 * slab_points * item  # grid, three normalised gradients
         + chunk * (5 * n_fit + 2 * n_cols) * item  # operands, Bessel work, factor
     )
     n_workers = min(n_threads, max(1, -(-n_vox // TV_SLAB_VOXELS)))  # at most one per slab

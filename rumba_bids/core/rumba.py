@@ -24,6 +24,7 @@ splits the weight evenly at the end, which is exact.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ from .kernel import (
 )
 from .sphere import as_sphere
 from .threads import WorkerPool, resolve_threads
-from .tv import TVLayout, slab_tv_denominator, tv_epsilon2
+from . import kernels
+from .tv import TVLayout, TVWork, slab_tv_denominator, tv_epsilon2
 
 logger = logging.getLogger("rumba_bids.rumba")
 
@@ -146,39 +148,29 @@ def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
     """All iterations of the plain (no TV) update for one chunk, in place.
 
     signal : (V, N) normalised data; fodf : (V, C) initial weights (updated);
-    sigma2_out : (V,) receives the final noise variance.
+    sigma2_out : (V,) receives the final noise variance.  Two matrix products
+    per iteration; the element-wise steps are compiled passes (:mod:`.kernels`).
     """
     n_vox, n_vol = signal.shape
     dtype = signal.dtype
     order = settings.noise_order
     norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
-    reblurred = fodf @ kernel_t
     operands = np.empty((2 * n_vox, n_vol), dtype=dtype)
     weighted = operands[:n_vox]  # signal * bessel ratio
-    operands[n_vox:] = reblurred
-    arg = np.empty_like(signal)
+    reblurred = operands[n_vox:]  # the prediction
+    np.matmul(fodf, kernel_t, out=reblurred)
     factor = np.empty((2 * n_vox, fodf.shape[1]), dtype=dtype)
+    spare = np.empty_like(sigma2)
+    plan = kernels.pairwise_plan(n_vol)
     for _ in range(settings.n_iter):
-        np.multiply(signal, reblurred, out=arg)
-        arg /= sigma2_arg[:, None]
-        bessel_ratio(order, arg, out=weighted)
-        weighted *= signal
+        kernels.bessel_weighting(signal, reblurred, sigma2_arg, order, weighted)
         np.matmul(operands, kernel, out=factor)
-        numerator, denominator = factor[:n_vox], factor[n_vox:]
-        denominator += _EPS
-        numerator /= denominator
-        fodf *= numerator
+        kernels.multiply_ratio(fodf, factor[:n_vox], factor[n_vox:], _EPS)
         np.matmul(fodf, kernel_t, out=reblurred)
-        operands[n_vox:] = reblurred
         # noise variance: mean over volumes of (S^2 + Sr^2)/2 - S Sr ratio
-        np.multiply(reblurred, 0.5, out=arg)
-        arg -= weighted
-        arg *= reblurred
-        new_sigma2 = arg.sum(axis=1)
-        new_sigma2 += half_sq
-        new_sigma2 *= norm
-        np.clip(new_sigma2, *SIGMA2_BOUNDS, out=new_sigma2)
-        sigma2_arg, sigma2 = sigma2, new_sigma2.astype(dtype, copy=False)
+        kernels.noise_variance(reblurred, weighted, half_sq, norm, *SIGMA2_BOUNDS, *plan, spare)
+        # the next iteration's lagged variance is this one's
+        sigma2_arg, sigma2, spare = sigma2, spare, sigma2_arg
     sigma2_out[:] = sigma2
 
 
@@ -210,36 +202,45 @@ def _iterate_plain(signal, kernel, fodf, settings, *, chunk_size, n_threads, pro
     return sigma2
 
 
-def _tv_chunk_update(signal, reblurred, weights, new_weights, tv_den, state, rows, order):
-    """One RUMBA-SD update with TV of one chunk of k voxels (compartment-major weights).
+class _TVThreadWork:
+    """One thread's work arrays of the TV iteration, reused by all its slabs and chunks."""
 
-    ``weights`` (C, k) are read, ``new_weights`` (C, k) written; ``tv_den``
-    (C, k) is the inverse TV factor; ``reblurred`` (k, N) is read then
-    replaced by the new prediction; ``state`` holds the kernel and the noise
-    variances (read: ``sigma2_arg``; written: ``new_sigma2``).
+    def __init__(self, layout, n_comp, n_vol, chunk_size, dtype):
+        self.tv = TVWork(layout.max_points, dtype)
+        self.den = np.empty((n_comp, layout.max_rows), dtype=dtype)
+        chunk = min(chunk_size, layout.max_rows)
+        self.operands = np.empty(2 * chunk * n_vol, dtype=dtype)
+        self.factor = np.empty(2 * chunk * n_comp, dtype=dtype)
+
+
+def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows, local, order):
+    """One RUMBA-SD update with TV of the k voxels ``rows`` (compartment-major weights).
+
+    ``weights`` (C, V + 1) are read and ``new_weights`` written at ``rows``;
+    ``work.den`` (C, n) holds the inverse TV factor of the slab, at columns
+    ``local``; ``reblurred`` (k, N) is read then replaced by the new
+    prediction; ``state`` holds the kernel and the noise variances (read:
+    ``sigma2_arg``; written: ``new_sigma2``).
     """
-    n_vox = len(signal)
-    operands = np.empty((2 * n_vox, signal.shape[1]), dtype=signal.dtype)
+    n_vox, n_vol = signal.shape
+    operands = work.operands[: 2 * n_vox * n_vol].reshape(2 * n_vox, n_vol)
     weighted = operands[:n_vox]
     operands[n_vox:] = reblurred
-    arg = np.multiply(signal, reblurred)
-    arg /= state.sigma2_arg[rows, None]
-    bessel_ratio(order, arg, out=weighted)
-    weighted *= signal
-    factor = np.matmul(state.kernel_t, operands.T)  # (C, 2k)
-    numerator, denominator = factor[:, :n_vox], factor[:, n_vox:]
-    denominator += _EPS
-    denominator *= tv_den
-    numerator /= denominator
-    np.multiply(weights, numerator, out=new_weights)
-    np.matmul(new_weights.T, state.kernel_t, out=reblurred)
-    np.multiply(reblurred, 0.5, out=arg)
-    arg -= weighted
-    arg *= reblurred
-    new_sigma2 = arg.sum(axis=1)
-    new_sigma2 += state.half_sq[rows]
-    new_sigma2 *= state.norm
-    state.new_sigma2[rows] = new_sigma2
+    kernels.bessel_weighting(signal, reblurred, state.sigma2_arg[rows], order, weighted)
+    n_comp = len(state.kernel_t)
+    factor = work.factor[: 2 * n_vox * n_comp].reshape(n_comp, 2 * n_vox)
+    np.matmul(state.kernel_t, operands.T, out=factor)
+    kernels.multiply_ratio_tv(weights, new_weights, rows.start, factor, work.den, local.start, _EPS)
+    np.matmul(new_weights[:, rows].T, state.kernel_t, out=reblurred)
+    kernels.noise_variance(
+        reblurred,
+        weighted,
+        state.half_sq[rows],
+        state.norm,
+        *SIGMA2_BOUNDS,
+        *kernels.pairwise_plan(signal.shape[1]),
+        state.new_sigma2[rows],
+    )
 
 
 @dataclass
@@ -268,10 +269,12 @@ def _iterate_tv(
     layout = TVLayout(grid_mask)
     norm, half_sq, sigma2, sigma2_arg = _initial_noise_state(signal, order)
     # compartment-major, one more column of zeros: the grid points outside the mask
-    weights = np.empty((len(initial), n_vox + 1), dtype=dtype)
+    n_comp = len(initial)
+    weights = np.empty((n_comp, n_vox + 1), dtype=dtype)
     weights[:, :n_vox] = initial[:, None]
     weights[:, n_vox] = 0
-    new_weights = np.zeros_like(weights)
+    new_weights = np.empty_like(weights)
+    new_weights[:, n_vox] = 0
     kernel_t = np.ascontiguousarray(kernel.T)
     reblurred = np.empty((n_vox, n_vol), dtype=dtype)
     reblurred[:] = initial @ kernel_t
@@ -280,20 +283,25 @@ def _iterate_tv(
     tv_lambda = SIGMA0**2
     start_time = time.perf_counter()
 
+    slab_work = threading.local()
+
     def work(slab):
         first = slab.rows.start
-        tv_den = np.empty((len(initial), slab.rows.stop - first), dtype=dtype)
-        slab_tv_denominator(weights, slab, layout.axes, tv_lambda, eps2, tv_den)
-        for local in _chunks(tv_den.shape[1], chunk_size):
+        if not hasattr(slab_work, "arrays"):
+            slab_work.arrays = _TVThreadWork(layout, n_comp, n_vol, chunk_size, dtype)
+        work_arrays = slab_work.arrays
+        slab_tv_denominator(weights, slab, tv_lambda, eps2, work_arrays.den, work_arrays.tv)
+        for local in _chunks(slab.n_rows, chunk_size):
             rows = slice(first + local.start, first + local.stop)
             _tv_chunk_update(
                 signal[rows],
                 reblurred[rows],
-                weights[:, rows],
-                new_weights[:, rows],
-                tv_den[:, local],
+                weights,
+                new_weights,
+                work_arrays,
                 state,
                 rows,
+                local,
                 order,
             )
 
@@ -301,8 +309,7 @@ def _iterate_tv(
         for iteration in range(settings.n_iter):
             pool.run(work, layout.slabs)
             weights, new_weights = new_weights, weights
-            new_sigma2 = state.new_sigma2
-            np.clip(new_sigma2, *SIGMA2_BOUNDS, out=new_sigma2)
+            new_sigma2 = state.new_sigma2  # clipped to the bounds by the updates
             # the lagged variance of the next iteration is this one's; recycle its buffer
             state.new_sigma2, state.sigma2_arg, sigma2 = state.sigma2_arg, sigma2, new_sigma2
             if settings.R == 1:
@@ -659,12 +666,12 @@ class RumbaSDModel:
                 progress=progress,
             )
         if kept is not None:
-            half = fodf[:, :-2] / 2
-            full = np.zeros((n_vox, n_comp), dtype=self.dtype)
-            full[:, kept] = half
-            full[:, self.sphere.antipodal_partner[kept]] = half
-            full[:, -2:] = fodf[:, -2:]
-            fodf = full
+            # every vertex reads its pair's folded column (a row-wise gather), halved
+            column = np.empty(n_comp, dtype=np.intp)
+            column[kept] = column[self.sphere.antipodal_partner[kept]] = np.arange(len(kept))
+            column[-2:] = len(kept), len(kept) + 1
+            fodf = np.take(fodf, column, axis=1)
+            fodf[:, :-2] *= self.dtype.type(0.5)
         total = fodf.sum(axis=1, dtype=np.float64)
         fodf /= (total + _EPS)[:, None].astype(self.dtype)
         return fodf, sigma2

@@ -10,17 +10,24 @@ a 2D one on single slices (documented behaviour; DIPY refuses such volumes).
 The volume is cut into slabs of whole slices along its first axis
 (:class:`TVLayout`); the divergence of a slab needs its voxels and one slice
 on each side (the halo), cropped to the bounding box of the voxels there plus
-one row of zeros where the box goes on.  Each slab is computed in blocks of a
-few compartments whose work arrays stay in a core's cache, so the TV costs a
-few passes over data in cache rather than over the whole volume in memory,
-and slabs can be computed in parallel.  The slab of a voxel depends on the
-mask only (not on the number of threads).
+one row of zeros where the box goes on.  That local grid is padded by one
+more plane on each side of each axis: zeros below (whose normalised gradient
+is held at zero, so the first backward difference at the box's edge vanishes)
+and a copy of the last plane above (so the last forward difference is exactly
+zero).  The compiled kernel :func:`~rumba_bids.core.kernels.tv_denominator`
+then runs, compartment by compartment, three branch-free passes over the
+slab: copy the weights' runs into the grid, normalise the gradient on the
+lines the slab's voxels need, and take the divergence at those voxels.  A
+slab's work arrays (the grid and three gradient fields) stay in a core's L2
+cache, and slabs are computed in parallel.  The slab of a voxel depends on
+the mask only (not on the number of threads).
 
 The weights are held compartment-major, ``(C, V + 1)``, the last column
-zero: one compartment of a slab's voxels is then a contiguous run of values,
-and a block's grid is gathered from it (``np.take``, the grid points outside
-the mask reading the zero column), several times faster than scattering into
-a zeroed grid.
+zero (the points outside the mask): one compartment of a slab's voxels is then
+a contiguous run of values.  (A voxel-major layout would let the update's
+matrix products run in the voxel-wise fit's faster shapes, but its kernel,
+16 compartments per vector, left the slab's work arrays in L3 rather than L2:
+measured 3.0 against 0.7 us per voxel.)
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
+
 TV_EPSILON = 1e-7
 _EPS = np.finfo(np.float64).eps
 #: Voxels of the fit per slab (whole slices are added until a slab holds this many).
 TV_SLAB_VOXELS = 16384
-#: Values (grid points x compartments) of one block of a slab: its work arrays
-#: (the grid, one gradient per axis, their norm) fit in a core's L2 cache.
-TV_BLOCK_VALUES = 48 * 1024
+_NO_LAMBDA = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 
 
 @dataclass(frozen=True)
@@ -46,23 +53,32 @@ class TVSlab:
     ----------
     rows : slice
         The slab's voxels (rows of the fit, in C order of the box).
-    shape : tuple of 3 int
-        Its local grid (slices with halo, cropped rows and columns).
-    source : ndarray of int, shape (n_points,)
-        Column of the weights holding each point of the local grid (C order):
-        a voxel, or the zero column ``V`` for points outside the mask.
-    gather : ndarray of int
-        Flat index in the local grid of each of the slab's voxels.
+    shape : ndarray of intp, shape (3,)
+        Its padded local grid (slices with halo, cropped rows and columns, one
+        plane of padding on each side of each axis).
+    fill : ndarray of intp, shape (n_runs, 3)
+        Runs ``(first point, first column of the weights, length)`` copied into
+        the grid; the other points are zero.
+    lines : ndarray of intp, shape (n_lines, 3)
+        ``(first point of the line, first z, stop z)`` of the lines along the
+        last axis where the normalised gradient is needed.
+    own : ndarray of intp, shape (n_own_runs, 3)
+        Runs ``(first point, first row within the slab, length)`` of the slab's voxels.
     """
 
     rows: slice
-    shape: tuple
-    source: np.ndarray
-    gather: np.ndarray
+    shape: np.ndarray
+    fill: np.ndarray
+    lines: np.ndarray
+    own: np.ndarray
 
     @property
     def n_points(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows.stop - self.rows.start
 
 
 class TVLayout:
@@ -114,7 +130,17 @@ class TVLayout:
     @property
     def max_rows(self) -> int:
         """Voxels of the largest slab."""
-        return max((slab.rows.stop - slab.rows.start for slab in self.slabs), default=0)
+        return max((slab.n_rows for slab in self.slabs), default=0)
+
+
+def _runs(points: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``(first point, first value, length)`` of the runs where both go up by one."""
+    if len(points) == 0:
+        return np.zeros((0, 3), dtype=np.uint64)
+    breaks = np.flatnonzero((np.diff(points) != 1) | (np.diff(values) != 1)) + 1
+    first = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([first, [len(points)]]))
+    return np.stack([points[first], values[first], lengths], axis=1).astype(np.uint64)
 
 
 def _make_slab(mask, starts, first, stop) -> TVSlab:
@@ -126,86 +152,48 @@ def _make_slab(mask, starts, first, stop) -> TVSlab:
         # one row of zeros on each side where the grid goes on (not at its edges)
         crop.append(slice(max(int(used[0]) - 1, 0), min(int(used[-1]) + 2, length)))
     local = mask[lo:hi, crop[0], crop[1]]
-    own = local.copy()
-    own[: first - lo] = False
-    own[stop - lo :] = False
-    source = np.full(local.size, starts[-1], dtype=np.intp)  # the zero column
-    source[local.ravel()] = np.arange(starts[lo], starts[hi], dtype=np.intp)
+    zero_column = int(starts[-1])
+    source = np.full(local.shape, zero_column, dtype=np.intp)
+    source[local] = np.arange(starts[lo], starts[hi], dtype=np.intp)
+    # padding: zeros below, a copy of the last plane above (a zero last difference)
+    source = np.pad(source, 1, constant_values=zero_column)
+    source[-1] = source[-2]
+    source[:, -1] = source[:, -2]
+    source[:, :, -1] = source[:, :, -2]
+    own = np.zeros(source.shape, dtype=bool)
+    own[1 + first - lo : 1 + stop - lo, 1:-1, 1:-1] = local[first - lo : stop - lo]
+    # the gradient is needed at the voxels, and at their backward neighbours
+    need = own.copy()
+    need[:-1] |= own[1:]
+    need[:, :-1] |= own[:, 1:]
+    need[:, :, :-1] |= own[:, :, 1:]
+    need[0] = need[:, 0] = need[:, :, 0] = False  # the lower padding stays zero
+    line_x, line_y = np.nonzero(need.any(axis=2))
+    needed = need[line_x, line_y]
+    z_first = needed.argmax(axis=1)
+    z_stop = needed.shape[1] - needed[:, ::-1].argmax(axis=1)
+    base = (line_x * source.shape[1] + line_y) * source.shape[2]
+    points = np.flatnonzero(source.ravel() != zero_column)
+    own_points = np.flatnonzero(own.ravel())
     return TVSlab(
         rows=slice(int(starts[first]), int(starts[stop])),
-        shape=local.shape,
-        source=source,
-        gather=np.flatnonzero(own),
+        shape=np.array(source.shape, dtype=np.uint64),
+        fill=_runs(points, source.ravel()[points]),
+        lines=np.stack([base, z_first, z_stop], axis=1).astype(np.uint64),
+        own=_runs(own_points, np.arange(len(own_points))),
     )
 
 
-def divergence_of_normalised_gradient(
-    grid: np.ndarray, *, axes=None, eps2=TV_EPSILON**2, scale=1.0, work=None
-) -> np.ndarray:
-    """``scale * div(grad u / sqrt(eps2 + |grad u|^2))`` for each leading channel.
+class TVWork:
+    """Work arrays of one thread's slabs: the grid and three gradient fields."""
 
-    Parameters
-    ----------
-    grid : ndarray, shape (B, X, Y, Z)
-        ``u``; overwritten by the result (which is returned).
-    axes : tuple of int, optional
-        Spatial axes (0, 1, 2) carrying a gradient (default: those longer than 1).
-    eps2 : float or ndarray, shape (B,)
-        Squared smoothing of the gradient norm, per channel.
-    scale : float
-        Factor applied to the result (folded into the normalisation).
-    work : ndarray, optional
-        At least ``(len(axes) + 1) * grid.size`` values of ``grid``'s dtype.
-
-    Returns
-    -------
-    ndarray, shape (B, X, Y, Z)
-        ``grid`` itself.
-    """
-    if axes is None:
-        axes = tuple(axis for axis in range(3) if grid.shape[axis + 1] > 1)
-    if not axes:
-        grid.fill(0)
-        return grid
-    n_axes = len(axes)
-    if work is None:
-        work = np.empty((n_axes + 1) * grid.size, dtype=grid.dtype)
-    diffs = work[: n_axes * grid.size].reshape(n_axes, *grid.shape)
-    norm = work[n_axes * grid.size : (n_axes + 1) * grid.size].reshape(grid.shape)
-    cuts = []
-    for k, axis in enumerate(axes):
-        head = [slice(None)] * 4
-        tail = [slice(None)] * 4
-        last = [slice(None)] * 4
-        head[axis + 1] = slice(0, -1)
-        tail[axis + 1] = slice(1, None)
-        last[axis + 1] = slice(-1, None)
-        head, tail = tuple(head), tuple(tail)
-        np.subtract(grid[tail], grid[head], out=diffs[k][head])
-        diffs[k][tuple(last)] = 0
-        cuts.append((head, tail))
-    # the grid is free from here on: it holds squares, then the divergence
-    np.multiply(diffs[0], diffs[0], out=norm)
-    for k in range(1, n_axes):
-        np.multiply(diffs[k], diffs[k], out=grid)
-        norm += grid
-    norm += np.reshape(np.asarray(eps2, dtype=grid.dtype), (-1, 1, 1, 1))
-    np.sqrt(norm, out=norm)
-    np.divide(grid.dtype.type(scale), norm, out=norm)
-    diffs *= norm  # the normalised gradient, one field per axis
-    if n_axes == 1:
-        grid[...] = diffs[0]
-    else:
-        np.add(diffs[0], diffs[1], out=grid)
-        for k in range(2, n_axes):
-            grid += diffs[k]
-    for k, (head, tail) in enumerate(cuts):
-        grid[tail] -= diffs[k][head]
-    return grid
+    def __init__(self, n_points: int, dtype):
+        self.grid = np.zeros(n_points, dtype=dtype)
+        self.normed = np.zeros((3, n_points), dtype=dtype)
 
 
 def slab_tv_denominator(
-    weights: np.ndarray, slab: TVSlab, axes, tv_lambda, eps2: np.ndarray, out: np.ndarray
+    weights: np.ndarray, slab: TVSlab, tv_lambda, eps2: np.ndarray, out: np.ndarray, work=None
 ) -> np.ndarray:
     """``|1 - lambda div(...)| + eps`` of the slab's voxels: the TV factor's inverse.
 
@@ -214,44 +202,41 @@ def slab_tv_denominator(
     weights : ndarray, shape (C, V + 1)
         Compartment weights of every voxel (compartment-major), then zeros.
     slab : TVSlab
-    axes : tuple of int
-        :attr:`TVLayout.axes`.
     tv_lambda : float or ndarray, shape (V,)
         Regularisation strength (global, or per voxel).
     eps2 : ndarray, shape (C,)
         Squared gradient smoothing of each compartment (in units of ``weights``).
-    out : ndarray, shape (C, n_rows)
-        Receives the result (``n_rows``: the slab's voxels).
+    out : ndarray, shape (C, >= n_rows), C-contiguous
+        Receives the result in its first ``n_rows`` columns (the slab's voxels).
+    work : TVWork, optional
+        Work arrays of at least ``slab.n_points`` points (allocated when omitted).
 
     Returns
     -------
     ndarray
         ``out``.
     """
-    n_comp, dtype = weights.shape[0], weights.dtype
-    n_points = slab.n_points
-    block = int(max(1, min(n_comp, TV_BLOCK_VALUES // max(n_points, 1))))
-    scalar = np.ndim(tv_lambda) == 0
-    scale = float(tv_lambda) if scalar else 1.0
-    grid_buffer = np.empty(block * n_points, dtype=dtype)
-    work = np.empty((len(axes) + 1) * block * n_points, dtype=dtype)
-    for start in range(0, n_comp, block):
-        stop = min(start + block, n_comp)
-        grid = grid_buffer[: (stop - start) * n_points].reshape(stop - start, n_points)
-        np.take(weights[start:stop], slab.source, axis=1, out=grid, mode="clip")
-        divergence_of_normalised_gradient(
-            grid.reshape(stop - start, *slab.shape),
-            axes=axes,
-            eps2=eps2[start:stop],
-            scale=scale,
-            work=work,
-        )
-        np.take(grid, slab.gather, axis=1, out=out[start:stop], mode="clip")
-    if not scalar:
-        out *= np.asarray(tv_lambda, dtype=dtype)[slab.rows]
-    np.subtract(dtype.type(1), out, out=out)
-    np.abs(out, out=out)
-    out += dtype.type(_EPS)
+    dtype = weights.dtype
+    if work is None or len(work.grid) < slab.n_points:
+        work = TVWork(slab.n_points, dtype)
+    if np.ndim(tv_lambda) == 0:
+        scale, per_voxel = float(tv_lambda), _NO_LAMBDA[dtype]
+    else:
+        scale, per_voxel = 1.0, np.asarray(tv_lambda, dtype=dtype)[slab.rows]
+    kernels.tv_denominator(
+        weights,
+        slab.shape,
+        slab.fill,
+        slab.lines,
+        slab.own,
+        scale,
+        eps2,
+        per_voxel,
+        _EPS,
+        out,
+        work.grid,
+        work.normed,
+    )
     return out
 
 
@@ -274,7 +259,7 @@ def tv_factor(
 
     Parameters
     ----------
-    weights : ndarray, shape (V, C)
+    weights : ndarray, shape (V, C), float32 or float64
         Current compartment weights of the V voxels where ``grid_mask`` is
         True (in C order of the grid).
     grid_mask : ndarray of bool, shape (X, Y, Z)
@@ -296,7 +281,9 @@ def tv_factor(
     columns = np.zeros((n_comp, n_vox + 1), dtype=weights.dtype)
     columns[:, :n_vox] = weights.T
     out = np.empty((n_comp, n_vox), dtype=weights.dtype)
+    work = TVWork(layout.max_points, weights.dtype)
+    den = np.empty((n_comp, layout.max_rows), dtype=weights.dtype)
     for slab in layout.slabs:
-        den = np.empty((n_comp, slab.rows.stop - slab.rows.start), dtype=weights.dtype)
-        out[:, slab.rows] = slab_tv_denominator(columns, slab, layout.axes, tv_lambda, eps2, den)
+        slab_tv_denominator(columns, slab, tv_lambda, eps2, den, work)
+        out[:, slab.rows] = den[:, : slab.n_rows]
     return np.divide(1.0, out, out=out).T

@@ -29,6 +29,35 @@ from .validation import (  # noqa: F401  (the file checks the interfaces share)
 logger = logging.getLogger("nipype.interface")
 
 
+def image_values(image, path, *, lazy=False):
+    """The image's values as stored (scaled to float when the header says so).
+
+    A memory map of the file where nibabel can give one (uncompressed,
+    unscaled): nothing is read until used, and the array is in Fortran order,
+    as NIfTI stores it.  With ``lazy``, a compressed file is not read here but
+    returned as nibabel's array proxy, which reads the part that is sliced.
+    """
+    if lazy and str(path).endswith(".gz"):
+        return image.dataobj
+    try:
+        return np.asanyarray(image.dataobj)
+    except Exception as exc:  # truncated files fail only when the data are read
+        raise InputDataError(path, f"cannot read the image data: {exc}") from exc
+
+
+def slab_volumes(values, rows: slice) -> np.ndarray:
+    """The slices ``rows`` of a 4D image as ``(M, n)``: one row per volume.
+
+    Columns are the slab's voxels in Fortran order (x fastest).  For a
+    Fortran-ordered image (a NIfTI memory map) this is a view whose rows are
+    contiguous runs of the file, so a matrix product or a gather reads each
+    volume sequentially, where a C-ordered ``(voxels, M)`` copy would read the
+    file ``M`` values apart.
+    """
+    slab = np.asanyarray(values[:, :, rows])
+    return slab.T.reshape(slab.shape[3], -1)
+
+
 def image_data(image, path, *, dtype=np.float32) -> np.ndarray:
     """The image's (scaled) data as ``dtype``; NaN/inf are reported by the callers."""
     try:

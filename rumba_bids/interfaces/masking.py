@@ -17,7 +17,7 @@ from nipype.interfaces.base import (
 from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.masking import median_otsu
 from .errors import InputDataError
-from .files import image_data, load_dwi, load_mask, output_path, save_like
+from .files import image_values, load_dwi, load_mask, output_path, save_like
 from .gradients import read_bvals
 
 _MEDIAN_OTSU = inspect.signature(median_otsu).parameters
@@ -54,7 +54,12 @@ def brain_mask_file(
             bval_file, f"needs one b-value per volume of {dwi_file} and at least one b0 volume"
         )
     # threshold the mean b0 (as median_otsu would) without a masked copy of the 4D series
-    mean_b0 = image_data(dwi, dwi_file)[..., b0_volumes].mean(axis=-1, dtype=np.float64)
+    # (the series as stored, not a float copy; a NIfTI volume is contiguous in it)
+    values = image_values(dwi, dwi_file)
+    mean_b0 = np.zeros(dwi.shape[:3], dtype=np.float64)
+    for volume in b0_volumes:
+        mean_b0 += values[..., volume]
+    mean_b0 /= len(b0_volumes)
     _, mask = median_otsu(
         mean_b0,
         median_radius=median_radius,

@@ -16,7 +16,7 @@ from nipype.interfaces.base import (
 
 from ..core.peaks import extract_peaks, peaks_to_mrtrix
 from ..core.sphere import Sphere
-from .files import image_data, load_image, load_mask, output_path, save_like
+from .files import image_values, load_image, load_mask, output_path, save_like, slab_volumes
 from .shm import REFERENCES, directions_in, read_directions, slabs
 
 #: Defaults of the peak search, taken from :func:`extract_peaks`.
@@ -67,14 +67,23 @@ def extract_peaks_file(
     peaks = np.full(image.shape[:3] + (3 * npeaks,), np.nan, dtype=np.float32)
     values = np.zeros(image.shape[:3] + (npeaks,), dtype=np.float32)
     gfa = np.zeros(image.shape[:3], dtype=np.float32)
+    data = image_values(image, fod_file, lazy=True)
     for rows in slabs(image.shape):
-        odf = image_data(image.slicer[:, :, rows], fod_file)
-        inside = (odf != 0).any(axis=-1) if mask is None else mask[:, :, rows]
-        found = extract_peaks(odf, sphere, mask=inside, **options)
+        volumes = slab_volumes(data, rows)  # (M, voxels of the slab, Fortran order)
+        slab_shape = gfa[:, :, rows].shape
+        if mask is None:
+            inside = (volumes != 0).any(axis=0)
+        else:
+            inside = mask[:, :, rows].ravel(order="F")
+        picked = np.flatnonzero(inside)
+        # the voxels' fODFs as rows, gathered volume by volume
+        odf = np.ascontiguousarray(volumes[:, picked].T, dtype=np.float32)
+        found = extract_peaks(odf, sphere, **options)
         directions = directions_in(reference, found.directions, image.affine)
-        peaks[:, :, rows] = peaks_to_mrtrix(directions, found.values)
-        values[:, :, rows] = found.values
-        gfa[:, :, rows] = found.gfa
+        where = np.unravel_index(picked, slab_shape, order="F")
+        peaks[:, :, rows][where] = peaks_to_mrtrix(directions, found.values)
+        values[:, :, rows][where] = found.values
+        gfa[:, :, rows][where] = found.gfa
     return {
         "peaks": save_like(peaks, image, output_path(fod_file, "_peaks", out_dir)),
         "peak_values": save_like(values, image, output_path(fod_file, "_peakvalues", out_dir)),

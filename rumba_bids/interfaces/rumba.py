@@ -43,6 +43,7 @@ from ..core.sphere import (
 from .errors import InputDataError
 from .files import (
     image_data,
+    image_values,
     load_dwi,
     load_mask,
     output_path,
@@ -336,7 +337,7 @@ def fit_voxelwise_blocks(
     result : VoxelwiseResult
     """
     shape = image.shape[:3]
-    values = _image_values(image, dwi_file)
+    values = image_values(image, dwi_file)
     inside = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
     flat = np.flatnonzero(inside.ravel(order="F"))
     b0_volumes = np.flatnonzero(model.gtab.b0s_mask)
@@ -359,8 +360,9 @@ def fit_voxelwise_blocks(
     n_blocks = 0
     try:
         for start in range(0, len(fitted), step):
-            index = np.unravel_index(fitted[start : start + step], shape, order="F")
-            block = values[index].astype(np.float32)
+            voxels = fitted[start : start + step]
+            index = np.unravel_index(voxels, shape, order="F")
+            block = _gather_fortran(values, voxels).astype(np.float32)
             if block_progress is not None:
                 block_progress.size = len(block)
             try:
@@ -370,7 +372,9 @@ def fit_voxelwise_blocks(
             del block
             # mapped for this block only: its pages leave the process with it
             fod = np.memmap(mode="r+", **fod_file)
-            fod[index] = result.odf(dtype=None) * np.float32(fod_factor)
+            # one direction after the other: each is a contiguous volume of the file
+            volumes = fod.T.reshape(fod.shape[3], -1)
+            volumes[:, voxels] = (result.odf(dtype=None) * np.float32(fod_factor)).T
             fod.flush()
             del fod
             for name in maps:
@@ -392,12 +396,16 @@ def fit_voxelwise_blocks(
     )
 
 
-def _image_values(image, path) -> np.ndarray:
-    """The series' values as stored (scaled to float when the header says so)."""
-    try:
-        return np.asanyarray(image.dataobj)
-    except Exception as exc:  # truncated files fail only when the data are read
-        raise InputDataError(path, f"cannot read the image data: {exc}") from exc
+def _gather_fortran(values: np.ndarray, voxels: np.ndarray) -> np.ndarray:
+    """Rows ``(n, N)`` of a 4D series at flat Fortran-order voxel indices.
+
+    A NIfTI series in Fortran order holds each volume contiguously: the voxels
+    are gathered volume by volume (``N`` sequential passes) rather than voxel
+    by voxel (``N`` values ``X Y Z`` apart each).
+    """
+    if values.flags.f_contiguous:
+        return values.T.reshape(values.shape[3], -1)[:, voxels].T
+    return values[np.unravel_index(voxels, values.shape[:3], order="F")]
 
 
 def fit_rumba_files(

@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
 from ..core.gradients import voxel_to_world
 from ..core.shm import DEFAULT_SH_BASIS, DEFAULT_SH_ORDER, SH_BASES, sh_fit_matrix
 from .errors import InputDataError
-from .files import image_data, load_image, output_path, require_file, save_like
+from .files import image_values, load_image, output_path, require_file, save_like, slab_volumes
 
 #: Frames of output directions: voxel axes, or world (scanner, RAS+) axes of the affine.
 REFERENCES = ("ijk", "xyz")
@@ -85,14 +85,15 @@ def fod_to_sh_file(
     # the matrix of sf_to_sh, computed once for all slabs
     smooth = sphere_smooth(smoothing, len(directions))
     to_sh = sh_fit_matrix(directions, sh_order=sh_order, basis=basis, smooth=smooth)
-    to_sh = np.ascontiguousarray(to_sh.T, dtype=np.float32)
-    sh = np.zeros(image.shape[:3] + (to_sh.shape[1],), dtype=np.float32)
+    to_sh = np.ascontiguousarray(to_sh, dtype=np.float32)  # (S, M)
+    values = image_values(image, fod_file, lazy=True)
+    sh = np.zeros(image.shape[:3] + (to_sh.shape[0],), dtype=np.float32)
     for rows in slabs(image.shape):
-        # NIfTI data are Fortran-ordered: a C-ordered (voxels, M) copy keeps the product in BLAS
-        amplitudes = np.ascontiguousarray(image_data(image.slicer[:, :, rows], fod_file))
-        sh[:, :, rows] = (amplitudes.reshape(-1, to_sh.shape[0]) @ to_sh).reshape(
-            amplitudes.shape[:3] + (-1,)
-        )
+        # (S, M) @ (M, voxels): each volume of the file is read once, in order
+        volumes = slab_volumes(values, rows).astype(np.float32, copy=False)
+        coefficients = to_sh @ volumes
+        slab_shape = sh[:, :, rows].shape[:3]
+        sh[:, :, rows] = coefficients.reshape((-1,) + slab_shape[::-1]).T
     return save_like(sh, image, out_file)
 
 

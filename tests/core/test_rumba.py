@@ -309,6 +309,29 @@ def test_tv_fit_equals_the_reference_implementation(tutorial_gtab):
         np.testing.assert_allclose(ours.snr, theirs.snr, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"dtype": np.float64}, {"recon_type": "sos", "n_coils": 4}, {"voxelwise": False}],
+    ids=["float32", "float64", "sos", "global"],
+)
+def test_compiled_iteration_equals_the_numpy_one(tutorial_gtab, options):
+    """The compiled element-wise passes (core/kernels.py) give main's numpy iteration
+    (benchmarks/tv_reference.py) bit for bit: same operations in the same order."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "tv_reference.py"
+    spec = importlib.util.spec_from_file_location("tv_reference", path)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    data = _phantom(tutorial_gtab, 5 * 4 * 3, seed=15, shape=(5, 4, 3))
+    model = RumbaSDModel(tutorial_gtab, n_iter=25, chunk_size=16, **options)
+    ours = model.fit(data)
+    theirs = reference.reference_voxelwise_fit(model, data)
+    np.testing.assert_array_equal(ours.model_params, theirs.model_params)
+    np.testing.assert_array_equal(ours.snr, theirs.snr)
+
+
 def test_fortran_ordered_input_gives_the_same_fit(tutorial_gtab):
     """A NIfTI series is loaded in Fortran order; the fit gathers its voxels from it
     (without a C-order copy) and gets the same result."""

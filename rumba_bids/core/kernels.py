@@ -1,0 +1,304 @@
+"""Compiled inner loops of the RUMBA-SD iteration (numba), one pass each.
+
+Numpy evaluates an expression such as ``|1 - lambda div(grad u / |grad u|)|``
+as a series of whole-array passes (about twenty for the TV factor, a dozen for
+the Bessel-ratio weighting), each reading and writing memory; these kernels
+compute the same quantities in one pass over values held in registers, in the
+same order of floating-point operations as the numpy code they replace (no
+fast-math contraction), so the results are equal to it to round-off (the
+tests compare them).  They run on whatever thread calls them (released GIL),
+so :class:`~rumba_bids.core.threads.WorkerPool` spreads them like the BLAS
+calls.
+
+numba is a runtime dependency because of the measured gain (README,
+"Whole head, threads and TV").  Compiled code is cached on disk when numba
+finds a writable cache folder (``NUMBA_CACHE_DIR``, the package's
+``__pycache__`` or the user's cache); otherwise each process compiles on first
+use (about a second per kernel and dtype).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import numba
+import numpy as np
+
+
+def _jit(function):
+    """``numba.njit`` with the GIL released, cached on disk where numba can."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", numba.NumbaWarning)
+            return numba.njit(nogil=True, cache=not os.environ.get("NUMBA_DISABLE_CACHE"), error_model="numpy")(function)
+    except RuntimeError:  # no writable cache locator for this file
+        return numba.njit(nogil=True, cache=False, error_model="numpy")(function)
+
+
+@_jit
+def tv_denominator(weights, shape, fill, lines, own, scale, eps2, lam, tiny, out, grid, normed):
+    """``|1 - lam * scale * div(grad u / sqrt(eps2 + |grad u|^2))| + tiny`` on one slab.
+
+    The slab's padded local grid (:class:`~rumba_bids.core.tv.TVSlab`) is
+    filled compartment by compartment from ``weights``; forward differences
+    are taken on ``lines``, and their backward differences (the divergence) at
+    the slab's voxels (``own``).  Operations are those of the numpy
+    expression, in its order.
+
+    Parameters
+    ----------
+    weights : ndarray, shape (C, V + 1)
+        Compartment-major weights, the last column zero.
+    shape : ndarray of uint64, shape (3,)
+        The padded local grid ``(X, Y, Z)``, C order (``P = X Y Z`` points).
+    fill, lines, own : ndarray of uint64, shape (n, 3)
+        Runs copied from ``weights``, lines where the gradient is needed, runs
+        of the slab's voxels (see :class:`~rumba_bids.core.tv.TVSlab`).
+    scale : float
+        Factor of the divergence (a global lambda), folded into the normalisation.
+    eps2 : ndarray, shape (C,)
+        Squared gradient smoothing per compartment.
+    lam : ndarray, shape (n_rows,) or (0,)
+        Per-voxel factor of the divergence, or empty for none.
+    tiny : float
+        Added to the absolute value.
+    out : ndarray, shape (C, >= n_rows)
+        Receives the result in its first ``n_rows`` columns.
+    grid, normed : ndarray, shapes (>= P,) and (3, >= P)
+        Work arrays (the weights' dtype); overwritten.
+    """
+    # unsigned indices: numba then needs no wrap-around test, and the loops vectorise
+    ny, nz = shape[1], shape[2]
+    sx, sy = ny * nz, nz
+    n_points = shape[0] * sx
+    u1 = np.uint64(1)
+    one = weights.dtype.type(1)
+    s = weights.dtype.type(scale)
+    t = weights.dtype.type(tiny)
+    grid[:n_points] = 0
+    # the lower padding's backward neighbours contribute nothing
+    normed[0, :sx] = 0
+    for x in range(shape[0]):
+        normed[1, x * sx : x * sx + nz] = 0
+        for y in range(ny):
+            normed[2, x * sx + y * sy] = 0
+    nx_, ny_, nz_ = normed[0], normed[1], normed[2]
+    per_voxel = lam.shape[0] > 0
+    for c in range(weights.shape[0]):
+        row = weights[c]
+        for k in range(fill.shape[0]):
+            dst, src = fill[k, 0], fill[k, 1]
+            for j in range(fill[k, 2]):
+                grid[dst + j] = row[src + j]
+        e2 = eps2[c]
+        for k in range(lines.shape[0]):
+            base = lines[k, 0]
+            for p in range(base + lines[k, 1], base + lines[k, 2]):
+                u = grid[p]
+                gx = grid[p + sx] - u
+                gy = grid[p + sy] - u
+                gz = grid[p + u1] - u
+                norm = gx * gx
+                norm += gy * gy
+                norm += gz * gz
+                norm += e2
+                r = s / np.sqrt(norm)
+                nx_[p] = gx * r
+                ny_[p] = gy * r
+                nz_[p] = gz * r
+        for k in range(own.shape[0]):
+            first, start, length = own[k, 0], own[k, 1], own[k, 2]
+            for j in range(length):
+                p = first + j
+                div = nx_[p] + ny_[p]
+                div += nz_[p]
+                div -= nx_[p - sx]
+                div -= ny_[p - sy]
+                div -= nz_[p - u1]
+                if per_voxel:
+                    div *= lam[start + j]
+                out[c, start + j] = np.abs(one - div) + t
+    return out
+
+
+@_jit
+def bessel_weighting(signal, reblurred, sigma2, order, out):
+    """``signal * I_n(x) / I_{n-1}(x)`` with ``x = signal * reblurred / sigma2``, in one pass.
+
+    The continued fraction of :func:`~rumba_bids.core.rumba.bessel_ratio`, with
+    its operations in its order.
+
+    Parameters
+    ----------
+    signal, reblurred : ndarray, shape (k, N)
+        Normalised signals and the current predictions.
+    sigma2 : ndarray, shape (k,)
+        Noise variance of each voxel.
+    order : int
+        ``n`` (1 for Rician noise, the number of coils for noncentral chi).
+    out : ndarray, shape (k, N)
+        Receives the result.
+    """
+    f = signal.dtype.type
+    n = float(order)
+    two = f(2.0)
+    c3 = f(2 * n + 3)
+    c2, d2 = f(n + 2.5), f(2 * n + 2)
+    c1, d1 = f(n + 1.5), f(2 * n + 1)
+    c0, d0 = f(n + 0.5), f(2 * n)
+    for i in range(signal.shape[0]):
+        s2 = sigma2[i]
+        for j in range(signal.shape[1]):
+            s = signal[i, j]
+            x = s * reblurred[i, j]
+            x /= s2
+            two_x = x * two
+            denom = two_x + c3
+            step = two_x * c2
+            step /= denom
+            denom = (two_x + d2) - step
+            step = two_x * c1
+            step /= denom
+            denom = (two_x + d1) - step
+            step = two_x * c0
+            step /= denom
+            denom = (x + d0) - step
+            out[i, j] = (x / denom) * s
+    return out
+
+
+@_jit
+def multiply_ratio(fodf, numerator, denominator, eps):
+    """``fodf *= numerator / (denominator + eps)`` (the Richardson-Lucy step), all (k, C)."""
+    e = fodf.dtype.type(eps)
+    for i in range(fodf.shape[0]):
+        for j in range(fodf.shape[1]):
+            fodf[i, j] *= numerator[i, j] / (denominator[i, j] + e)
+    return fodf
+
+
+@_jit
+def multiply_ratio_tv(weights, new_weights, first, factor, tv_den, tv_first, eps):
+    """The step with TV on compartment-major weights, for voxels ``first + i`` (i < k).
+
+    ``new = weights * num / ((den + eps) * tv_den)`` with ``num, den`` the two
+    halves of ``factor`` (C, 2k); ``weights`` and ``new_weights`` are (C, V + 1),
+    ``tv_den`` (C, n) is read from column ``tv_first``.
+    """
+    e = weights.dtype.type(eps)
+    k = np.uint64(factor.shape[1] // 2)
+    start = np.uint64(first)
+    tv_start = np.uint64(tv_first)
+    for c in range(weights.shape[0]):
+        for i in range(k):
+            den = factor[c, k + i] + e
+            den *= tv_den[c, tv_start + i]
+            new_weights[c, start + i] = weights[c, start + i] * (factor[c, i] / den)
+    return new_weights
+
+
+@_jit
+def _pairwise_block(values, start, n):
+    """numpy's pairwise sum of ``values[start:start + n]`` for n <= 128 (8 accumulators)."""
+    if n < 8:
+        total = values.dtype.type(0)
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    r0, r1, r2, r3 = values[start], values[start + 1], values[start + 2], values[start + 3]
+    r4, r5, r6, r7 = values[start + 4], values[start + 5], values[start + 6], values[start + 7]
+    i = 8
+    while i < n - (n % 8):
+        j = start + i
+        r0 += values[j]
+        r1 += values[j + 1]
+        r2 += values[j + 2]
+        r3 += values[j + 3]
+        r4 += values[j + 4]
+        r5 += values[j + 5]
+        r6 += values[j + 6]
+        r7 += values[j + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += values[start + i]
+        i += 1
+    return total
+
+
+@functools.lru_cache(maxsize=None)
+def pairwise_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """How numpy's pairwise sum adds ``n`` values: its blocks and their order.
+
+    numpy sums blocks of at most 128 values (:func:`_pairwise_block`) and adds
+    the two halves of longer runs (split at a multiple of 8) recursively.
+    Returns the blocks ``(start, length)``, shape (B, 2), and a postfix
+    program: ``k >= 0`` pushes the sum of block ``k``, ``-1`` adds the two
+    top sums (left + right); evaluating it needs a stack of depth
+    ``log2(n / 128) + 2``.
+    """
+    blocks, program = [], []
+
+    def visit(start, length):
+        if length <= 128:
+            program.append(len(blocks))
+            blocks.append((start, length))
+            return
+        half = length // 2
+        half -= half % 8
+        visit(start, half)
+        visit(start + half, length - half)
+        program.append(-1)
+
+    visit(0, int(n))
+    return np.array(blocks, dtype=np.int64).reshape(-1, 2), np.array(program, dtype=np.int64)
+
+
+@_jit
+def noise_variance(reblurred, weighted, half_sq, norm, lower, upper, blocks, program, out):
+    """The noise variance of each voxel from the new prediction, clipped to the bounds.
+
+    ``(sum_j (0.5 r - w) r + half_sq) * norm``, the sum taken as numpy's
+    ``sum(axis=1)`` does (pairwise, for identical results).
+
+    Parameters
+    ----------
+    reblurred, weighted : ndarray, shape (k, N)
+        New predictions; signals times the Bessel ratio.
+    half_sq : ndarray, shape (k,)
+        Half the squared norm of each signal.
+    norm : float
+        ``1 / (N n)``.
+    lower, upper : float
+        Bounds of the variance.
+    blocks, program : ndarray
+        :func:`pairwise_plan` of N.
+    out : ndarray, shape (k,)
+        Receives the result.
+    """
+    f = reblurred.dtype.type
+    half, scale, lo, hi = f(0.5), f(norm), f(lower), f(upper)
+    n_vol = reblurred.shape[1]
+    terms = np.empty(n_vol, dtype=reblurred.dtype)
+    stack = np.empty(program.shape[0] + 1, dtype=reblurred.dtype)
+    for i in range(reblurred.shape[0]):
+        for j in range(n_vol):
+            r = reblurred[i, j]
+            terms[j] = (r * half - weighted[i, j]) * r
+        depth = 0
+        for op in program:
+            if op >= 0:
+                stack[depth] = _pairwise_block(terms, blocks[op, 0], blocks[op, 1])
+                depth += 1
+            else:
+                depth -= 1
+                stack[depth - 1] = stack[depth - 1] + stack[depth]
+        total = stack[0]
+        total += half_sq[i]
+        total *= scale
+        out[i] = min(max(total, lo), hi)
+    return out
+
+
