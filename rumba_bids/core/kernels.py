@@ -32,7 +32,9 @@ def _jit(function):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", numba.NumbaWarning)
-            return numba.njit(nogil=True, cache=not os.environ.get("NUMBA_DISABLE_CACHE"), error_model="numpy")(function)
+            return numba.njit(
+                nogil=True, cache=not os.environ.get("NUMBA_DISABLE_CACHE"), error_model="numpy"
+            )(function)
     except RuntimeError:  # no writable cache locator for this file
         return numba.njit(nogil=True, cache=False, error_model="numpy")(function)
 
@@ -228,7 +230,7 @@ def _pairwise_block(values, start, n):
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pairwise_plan(n: int) -> tuple[np.ndarray, np.ndarray]:
     """How numpy's pairwise sum adds ``n`` values: its blocks and their order.
 
@@ -300,5 +302,3 @@ def noise_variance(reblurred, weighted, half_sq, norm, lower, upper, blocks, pro
         total *= scale
         out[i] = min(max(total, lo), hi)
     return out
-
-

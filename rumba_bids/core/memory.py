@@ -23,8 +23,9 @@ from .tv import TV_SLAB_VOXELS
 #: Voxels per batch of the fit (the chunk): small enough to keep its arrays in cache.
 DEFAULT_CHUNK = 1024
 #: Memory of the process running the fit before it reads any data (interpreter,
-#: numpy/scipy/nibabel/Nipype, BLAS buffers), in bytes.
-FIT_BASE_BYTES = 200e6
+#: numpy/scipy/nibabel/Nipype/numba, BLAS buffers, and numba's compiler when the kernels
+#: are not cached: measured peak 230 MB on a tiny fit, 203 MB from the cache), in bytes.
+FIT_BASE_BYTES = 250e6
 #: Per-voxel 3D maps the fit keeps in memory: f_gm, f_csf, snr, f_wm, f_iso (float32),
 #: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
 MAP_BYTES_PER_VOXEL = 5 * 4 + 2
@@ -100,11 +101,12 @@ def fit_bytes(
     if model.use_tv:
         iterate = _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_threads)
     else:
-        # weights, noise variances; each worker's chunk: weights, signal-sized work, factor
-        chunk_work = chunk * (8 * n_fit + 4 * n_cols) * item
+        # weights, noise variances; each worker's chunk: its weights, the operands
+        # (weighted signals and predictions) and the factor of both halves
+        chunk_work = chunk * (2 * n_fit + 3 * n_cols + 4) * item
         iterate = n_vox * (n_cols + 1) * item + min(n_threads, -(-n_vox // chunk)) * chunk_work
-    if n_cols < n_comp:  # unfold antipodal pairs: folded, half and full weights
-        unfold = n_vox * ((2 * n_cols - 2 + n_comp + 4) * item + 24)
+    if n_cols < n_comp:  # unfold antipodal pairs: folded and full weights
+        unfold = n_vox * ((n_cols + n_comp + 4) * item + 24)
     else:
         unfold = n_vox * ((n_comp + 4) * item + 24)
     outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item + extra_output_bytes
@@ -130,7 +132,7 @@ def _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_thr
     per_worker = (
         slab_rows * n_cols * item  # the slab's TV denominators
         + 4 * slab_points * item  # grid, three normalised gradients
-        + chunk * (5 * n_fit + 2 * n_cols) * item  # operands, Bessel work, factor
+        + chunk * (2 * n_fit + 2 * n_cols) * item  # operands, factor
     )
     n_workers = min(n_threads, max(1, -(-n_vox // TV_SLAB_VOXELS)))  # at most one per slab
     return state + layout + n_workers * per_worker

@@ -32,7 +32,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import memory
+from . import kernels, memory
 from .defaults import DEFAULT_N_COILS, DEFAULT_N_ITER, DEFAULT_R, DEFAULT_RECON_TYPE
 from .gradients import GradientTable, as_gradient_table
 from .kernel import (
@@ -44,7 +44,6 @@ from .kernel import (
 )
 from .sphere import as_sphere
 from .threads import WorkerPool, resolve_threads
-from . import kernels
 from .tv import TVLayout, TVWork, slab_tv_denominator, tv_epsilon2
 
 logger = logging.getLogger("rumba_bids.rumba")
@@ -230,7 +229,9 @@ def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows,
     n_comp = len(state.kernel_t)
     factor = work.factor[: 2 * n_vox * n_comp].reshape(n_comp, 2 * n_vox)
     np.matmul(state.kernel_t, operands.T, out=factor)
-    kernels.multiply_ratio_tv(weights, new_weights, rows.start, factor, work.den, local.start, _EPS)
+    kernels.multiply_ratio_tv(
+        weights, new_weights, rows.start, factor, work.den, local.start, _EPS
+    )
     np.matmul(new_weights[:, rows].T, state.kernel_t, out=reblurred)
     kernels.noise_variance(
         reblurred,

