@@ -43,3 +43,22 @@ def test_limit_threads_caps_blas_inside_the_context():
     assert threads() == before  # restored on exit
     with limit_threads(None):  # no limit requested: nothing changes
         assert threads() == before
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_slab_volumes_read_each_volume_in_order(tmp_path, suffix):
+    """A memory-mapped (.nii) or compressed (.nii.gz, read lazily) 4D image gives, slab
+    by slab, its volumes as rows and its voxels in Fortran order: the same values as a
+    C-ordered copy of the slab."""
+    from rumba_bids.interfaces.files import image_values, slab_volumes
+
+    data = np.random.default_rng(0).random((5, 4, 6, 7)).astype(np.float32)
+    path = tmp_path / f"fod{suffix}"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    image = nib.load(path)
+    values = image_values(image, path, lazy=True)
+    assert isinstance(values, np.memmap) == (suffix == ".nii")
+    for rows in (slice(0, 2), slice(2, 6)):
+        volumes = slab_volumes(values, rows)
+        expected = data[:, :, rows].reshape(-1, 7, order="F").T
+        np.testing.assert_array_equal(volumes, expected)
