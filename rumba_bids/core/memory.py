@@ -24,8 +24,9 @@ from .tv import TV_SLAB_VOXELS
 DEFAULT_CHUNK = 1024
 #: Memory of the process running the fit before it reads any data (interpreter,
 #: numpy/scipy/nibabel/Nipype/numba, BLAS buffers, and numba's compiler when the kernels
-#: are not cached: measured peak 230 MB on a tiny fit, 203 MB from the cache), in bytes.
-FIT_BASE_BYTES = 250e6
+#: are not cached: measured peak 230 MB on a tiny fit, 203 MB from the cache, and just
+#: over 300 MB for a process fitting blocks within 0.3 GB while compiling), in bytes.
+FIT_BASE_BYTES = 280e6
 #: Per-voxel 3D maps the fit keeps in memory: f_gm, f_csf, snr, f_wm, f_iso (float32),
 #: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
 MAP_BYTES_PER_VOXEL = 5 * 4 + 2

@@ -95,3 +95,12 @@ def test_a_sequential_sum_would_be_caught():
     for value in values:
         sequential += value
     assert sequential != values.sum()
+
+
+def test_compiled_code_is_cached_only_where_we_choose(tmp_path, monkeypatch):
+    """NUMBA_CACHE_DIR when writable (created if needed); never numba's fallback to the
+    home folder: an unwritable NUMBA_CACHE_DIR means no cache at all."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert kernels._cache_wanted() and (tmp_path / "numba").is_dir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/proc/rumba-bids-numba")  # cannot be created
+    assert not kernels._cache_wanted()

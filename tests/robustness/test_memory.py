@@ -162,7 +162,7 @@ def test_the_fit_process_stays_within_its_limit(tmp_path):
     files.append(str(tmp_path / "response.txt"))
     model = memory_model(data.shape[3], bvals=gtab.bvals)
     full_gb = fit_memory_bytes(model, data.shape) / 1e9
-    limit_gb = 0.3
+    limit_gb = 0.35
     assert full_gb > limit_gb + 0.2  # the limit matters
     measured = {}
     for limit in (limit_gb, None):
@@ -258,8 +258,8 @@ def large_header(tmp_path):
 def test_a_global_fit_too_large_is_refused_up_front(large_header):
     run = large_header
     least = check_memory(run, ModelOptions(), limit_gb=1.0, from_option=True)
-    # the voxel-wise fit splits: the process (0.25 GB) and a few chunks
-    assert least["fit"] < 0.35 and least["dwi"] < 0.2
+    # the voxel-wise fit splits: the process (0.28 GB) and a few chunks
+    assert least["fit"] < 0.4 and least["dwi"] < 0.2
     with pytest.raises(InsufficientMemoryError) as info:
         check_memory(run, ModelOptions(fit="global"), limit_gb=1.0, from_option=True)
     line = info.value.one_line()
