@@ -14,8 +14,11 @@ and 2 threads; the process reports its wall time, CPU seconds (user + system)
 and peak RSS (VmHWM), next to :func:`rumba_bids.core.memory.process_bytes`.
 
 With two iteration counts ``--iterations A B``, the cost of one iteration is
-the slope ``(t_B - t_A) / (B - A)`` (setup and output costs cancel), and the
-600-iteration figures are extrapolated from it (marked ``*``).  The ratios
+the slope ``(t_B - t_A) / (B - A)`` of the time spent in the iteration itself
+(``_iterate_plain`` / ``_iterate_tv``, wall and CPU of all threads; reading
+and writing about 2 GB per fit vary with the page cache and are left out), and
+the 600-iteration figures are the whole process's fixed time plus 600 of them
+(marked ``*``).  The ratios
 (TV / voxel-wise, 1 / 2 threads, CPU at 2 / at 1 thread, DIPY / ours) are
 taken within one repeat; the spread over repeats is printed.  DIPY's
 voxel-wise fit is timed on a subset of the same voxels, its TV fit on a
@@ -44,7 +47,21 @@ import json, resource, sys, time
 from rumba_bids.interfaces.rumba import fit_rumba_files, memory_model, values_itemsize
 from rumba_bids.core.memory import process_bytes
 import nibabel as nib
+from rumba_bids.core import rumba as _rumba
 dwi, bval, bvec, response, mask, out, mode, threads, n_iter = sys.argv[1:10]
+# the iterations alone (no reading, normalising, writing), wall and CPU of all threads
+timed = {"wall": 0.0, "cpu": 0.0}
+def _timing(iterate):
+    def wrapped(*args, **kwargs):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        try:
+            return iterate(*args, **kwargs)
+        finally:
+            timed["wall"] += time.perf_counter() - wall0
+            timed["cpu"] += time.process_time() - cpu0
+    return wrapped
+_rumba._iterate_plain = _timing(_rumba._iterate_plain)
+_rumba._iterate_tv = _timing(_rumba._iterate_tv)
 start = time.perf_counter()
 fit_rumba_files(dwi, bval, bvec, response, out, mask_file=mask,
                 fit="voxelwise" if mode == "voxelwise" else "global",
@@ -60,6 +77,7 @@ model.n_threads = int(threads)
 estimate = process_bytes(model, image.shape, values_itemsize=values_itemsize(image),
                          n_voxels=n_vox)
 print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": hwm,
+                  "iter_wall": timed["wall"], "iter_cpu": timed["cpu"],
                   "estimate": estimate, "n_voxels": n_vox}))
 """
 
@@ -222,8 +240,10 @@ def main(argv=None):
                 last = runs[counts[-1]]
                 if len(counts) > 1:
                     a, b = counts[0], counts[-1]
-                    per_it = (runs[b]["wall"] - runs[a]["wall"]) / (b - a)
-                    cpu_it = (runs[b]["cpu"] - runs[a]["cpu"]) / (b - a)
+                    # the slope of the iterations' own time (reading and writing, whose
+                    # time varies with the page cache, are left out of it)
+                    per_it = (runs[b]["iter_wall"] - runs[a]["iter_wall"]) / (b - a)
+                    cpu_it = (runs[b]["iter_cpu"] - runs[a]["iter_cpu"]) / (b - a)
                     fixed = runs[a]["wall"] - a * per_it
                     cpu_fixed = runs[a]["cpu"] - a * cpu_it
                     wall600, cpu600 = fixed + 600 * per_it, cpu_fixed + 600 * cpu_it
