@@ -593,7 +593,7 @@ class RumbaSDModel:
                 )
             mask = mask.astype(bool)
         flat_index = np.flatnonzero(mask)
-        voxels = _gather_voxels(data, flat_index)
+        voxels = gather_voxels(data, flat_index)
         finite = np.isfinite(voxels).all(axis=1)
         if not finite.all():
             bad = np.unravel_index(flat_index[~finite][:5], spatial)
@@ -678,12 +678,37 @@ class RumbaSDModel:
         return fodf, sigma2
 
 
-def _gather_voxels(data: np.ndarray, flat_index: np.ndarray) -> np.ndarray:
-    """Rows ``data.reshape(-1, N)[flat_index]`` without a C-order copy of ``data``
-    (a NIfTI series is loaded in Fortran order, where ``reshape`` would copy it)."""
+def gather_voxels(data: np.ndarray, flat_index: np.ndarray, *, order: str = "C") -> np.ndarray:
+    """Rows ``(n, N)`` of ``data`` (..., N) at flat voxel indices, without a copy of ``data``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (..., N)
+    flat_index : ndarray of int, shape (n,)
+        Flat indices into ``data.shape[:-1]``, in C order or (``order='F'``)
+        Fortran order.
+
+    Notes
+    -----
+    A NIfTI series is loaded in Fortran order, each volume contiguous: its
+    voxels are gathered volume by volume (``N`` sequential passes; the result
+    is a transposed view of an ``(N, n)`` array) rather than voxel by voxel
+    (``N`` values ``X Y Z`` apart each), and ``reshape`` would copy it.
+    """
+    spatial = data.shape[:-1]
+    if data.ndim >= 2 and data.flags.f_contiguous and not data.flags.c_contiguous:
+        if order != "F":
+            flat_index = np.ravel_multi_index(
+                np.unravel_index(flat_index, spatial), spatial, order="F"
+            )
+        return data.T.reshape(data.shape[-1], -1)[:, flat_index].T
+    if order == "F":
+        flat_index = np.ravel_multi_index(
+            np.unravel_index(flat_index, spatial, order="F"), spatial
+        )
     if data.flags.c_contiguous or data.ndim < 2:
         return data.reshape(-1, data.shape[-1])[flat_index]
-    return data[np.unravel_index(flat_index, data.shape[:-1])]
+    return data[np.unravel_index(flat_index, spatial)]
 
 
 def _bounding_box(fit_mask: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from nipype.interfaces.base import (
 from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, GM_MIN_SHELLS
 from ..core.memory import choose_block_voxels
-from ..core.rumba import RECON_TYPES, RumbaSDModel
+from ..core.rumba import RECON_TYPES, RumbaSDModel, gather_voxels
 from ..core.sphere import (
     DEFAULT_FOD_SCALE,
     DEFAULT_SPHERE,
@@ -362,7 +362,7 @@ def fit_voxelwise_blocks(
         for start in range(0, len(fitted), step):
             voxels = fitted[start : start + step]
             index = np.unravel_index(voxels, shape, order="F")
-            block = _gather_fortran(values, voxels).astype(np.float32)
+            block = gather_voxels(values, voxels, order="F").astype(np.float32)
             if block_progress is not None:
                 block_progress.size = len(block)
             try:
@@ -394,18 +394,6 @@ def fit_voxelwise_blocks(
         n_excluded=n_excluded,
         n_blocks=n_blocks,
     )
-
-
-def _gather_fortran(values: np.ndarray, voxels: np.ndarray) -> np.ndarray:
-    """Rows ``(n, N)`` of a 4D series at flat Fortran-order voxel indices.
-
-    A NIfTI series in Fortran order holds each volume contiguously: the voxels
-    are gathered volume by volume (``N`` sequential passes) rather than voxel
-    by voxel (``N`` values ``X Y Z`` apart each).
-    """
-    if values.flags.f_contiguous:
-        return values.T.reshape(values.shape[3], -1)[:, voxels].T
-    return values[np.unravel_index(voxels, values.shape[:3], order="F")]
 
 
 def fit_rumba_files(

@@ -4,25 +4,14 @@ The demo dataset: sub-01 is single-shell (b=2000, two sessions), sub-02 has thre
 shells (b=1000/2000/3000).
 """
 
-import contextlib
-import io
 import json
 
 import pytest
+from robustness.helpers import run_in_process  # tests/ is on sys.path (its conftest.py)
 
-from rumba_bids.cli import run
 from rumba_bids.core.response import ResponseEstimate
 
 TENSOR = [1.7e-3, 2e-4, 2e-4]
-
-
-def run_in_process(args, monkeypatch) -> tuple[int, str]:
-    """``rumba_bids.cli.run.main(args)``: (exit code, stderr), BLAS limits left alone."""
-    monkeypatch.setattr(run, "limit_blas_threads", lambda n_threads: None)
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        code = run.main([str(a) for a in args])
-    return code, stderr.getvalue()
 
 
 def snapshot(root):
