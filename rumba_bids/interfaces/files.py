@@ -45,16 +45,19 @@ def image_values(image, path, *, lazy=False):
         raise InputDataError(path, f"cannot read the image data: {exc}") from exc
 
 
-def slab_volumes(values, rows: slice) -> np.ndarray:
+def slab_volumes(values, rows: slice, path=None) -> np.ndarray:
     """The slices ``rows`` of a 4D image as ``(M, n)``: one row per volume.
 
     Columns are the slab's voxels in Fortran order (x fastest).  For a
     Fortran-ordered image (a NIfTI memory map) this is a view whose rows are
     contiguous runs of the file, so a matrix product or a gather reads each
     volume sequentially, where a C-ordered ``(voxels, M)`` copy would read the
-    file ``M`` values apart.
+    file ``M`` values apart.  ``path`` is named if reading fails.
     """
-    slab = np.asanyarray(values[:, :, rows])
+    try:
+        slab = np.asanyarray(values[:, :, rows])
+    except Exception as exc:  # a compressed file read lazily fails here when truncated
+        raise InputDataError(path, f"cannot read the image data: {exc}") from exc
     return slab.T.reshape(slab.shape[3], -1)
 
 

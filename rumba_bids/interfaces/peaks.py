@@ -69,7 +69,7 @@ def extract_peaks_file(
     gfa = np.zeros(image.shape[:3], dtype=np.float32)
     data = image_values(image, fod_file, lazy=True)
     for rows in slabs(image.shape):
-        volumes = slab_volumes(data, rows)  # (M, voxels of the slab, Fortran order)
+        volumes = slab_volumes(data, rows, fod_file)  # (M, voxels of the slab, Fortran order)
         slab_shape = gfa[:, :, rows].shape
         if mask is None:
             inside = (volumes != 0).any(axis=0)

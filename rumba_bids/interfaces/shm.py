@@ -90,7 +90,7 @@ def fod_to_sh_file(
     sh = np.zeros(image.shape[:3] + (to_sh.shape[0],), dtype=np.float32)
     for rows in slabs(image.shape):
         # (S, M) @ (M, voxels): each volume of the file is read once, in order
-        volumes = slab_volumes(values, rows).astype(np.float32, copy=False)
+        volumes = slab_volumes(values, rows, fod_file).astype(np.float32, copy=False)
         coefficients = to_sh @ volumes
         slab_shape = sh[:, :, rows].shape[:3]
         sh[:, :, rows] = coefficients.reshape((-1,) + slab_shape[::-1]).T

@@ -138,3 +138,26 @@ def test_a_compressed_amplitude_file_gives_the_same_sh(small_64d_fit, tmp_path):
     (tmp_path / "gz").mkdir()
     gz = _to_sh({**small_64d_fit, "fod_amplitudes": str(compressed)}, tmp_path / "gz")
     np.testing.assert_array_equal(nib.load(gz.out_file).get_fdata(), mapped)
+
+
+@pytest.mark.parametrize("step", ["sh", "peaks"])
+def test_a_truncated_compressed_amplitude_file_is_one_clear_error(small_64d_fit, tmp_path, step):
+    """A .nii.gz read lazily, slab by slab, fails only when a slab is read: the error
+    still names the file (exit code 65), for SH and for peaks alike."""
+    from rumba_bids.interfaces.peaks import ExtractPeaks
+
+    image = nib.load(small_64d_fit["fod_amplitudes"])
+    whole = tmp_path / "whole.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj), image.affine, image.header), whole)
+    truncated = tmp_path / "fod.nii.gz"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    inputs = {
+        "fod_amplitudes": str(truncated),
+        "directions_file": small_64d_fit["directions_file"],
+    }
+    interface = FodToSH(**inputs) if step == "sh" else ExtractPeaks(**inputs)
+    with pytest.raises(
+        InputDataError, match=re.escape(f"{truncated}: cannot read the image data")
+    ) as info:
+        interface.run(cwd=str(tmp_path))
+    assert info.value.exit_code == 65
