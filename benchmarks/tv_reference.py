@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from rumba_bids.core import rumba as _rumba
-from rumba_bids.core.rumba import (
+from rumba_bids.core import iteration as _rumba
+from rumba_bids.core.iteration import (
     _EPS,
     SIGMA0,
     SIGMA2_BOUNDS,

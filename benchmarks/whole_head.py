@@ -47,7 +47,7 @@ import json, resource, sys, time
 from rumba_bids.interfaces.rumba import fit_rumba_files, memory_model, values_itemsize
 from rumba_bids.core.memory import process_bytes
 import nibabel as nib
-from rumba_bids.core import rumba as _rumba
+from rumba_bids.core import iteration as _rumba
 dwi, bval, bvec, response, mask, out, mode, threads, n_iter = sys.argv[1:10]
 # the iterations alone (no reading, normalising, writing), wall and CPU of all threads
 timed = {"wall": 0.0, "cpu": 0.0}

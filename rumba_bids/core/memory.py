@@ -116,7 +116,7 @@ def fit_bytes(
 
 
 def _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_threads):
-    """The TV iteration (:func:`rumba_bids.core.rumba._iterate_tv`): two weight arrays,
+    """The TV iteration (:func:`rumba_bids.core.iteration._iterate_tv`): two weight arrays,
     predictions, noise variances, the slab layout, and each worker's slab."""
     state = (2 * (n_vox + 1) * n_cols + n_vox * (n_fit + 5)) * item
     # slab layout: runs of (point, column, length); at most one run per voxel of a slab
