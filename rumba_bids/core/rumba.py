@@ -49,8 +49,6 @@ from .threads import resolve_threads
 logger = logging.getLogger("rumba_bids.rumba")
 
 RECON_TYPES = ("smf", "sos")
-#: Voxels per batch: small enough to keep a chunk's arrays in cache.
-_DEFAULT_CHUNK = memory.DEFAULT_CHUNK
 
 
 def _antipodal_kept(partner: np.ndarray) -> np.ndarray | None:
@@ -131,7 +129,8 @@ class RumbaSDModel:
         float32 (default; fast) or float64.  The fODF and fractions the fit
         object returns are float64, as DIPY's.
     chunk_size : int, optional
-        Voxels per batch (default 1024).
+        Voxels per batch (default 1024, or 384 with TV:
+        :func:`~rumba_bids.core.memory.default_chunk`).
     progress : callable, optional
         ``progress(fraction_done, elapsed_seconds)`` called after each chunk
         (without TV) or iteration (with TV).
@@ -389,7 +388,7 @@ class RumbaSDModel:
         progress = self.progress
         if self.verbose and progress is None:
             progress = _log_progress
-        chunk_size = self.chunk_size or _DEFAULT_CHUNK
+        chunk_size = self.chunk_size or memory.default_chunk(self.use_tv)
         if n_vox == 0:
             sigma2 = np.zeros(0, dtype=self.dtype)
             fodf = np.empty((0, kernel.shape[1]), dtype=self.dtype)

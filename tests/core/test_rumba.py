@@ -256,6 +256,33 @@ def test_chunking_and_dtype_do_not_change_results(tutorial_gtab):
         np.testing.assert_allclose(out.model_params, ref, atol=1e-5)
 
 
+def test_tv_chunk_default_changes_nothing_but_speed(tutorial_gtab, monkeypatch):
+    """With TV the chunk only cuts a slab's update into matrix products: the default
+    (``memory.TV_CHUNK``, picked for speed) gives the same fit as any other, bit for bit."""
+    from rumba_bids.core import iteration, memory
+
+    assert memory.default_chunk(True) == memory.TV_CHUNK != memory.default_chunk(False)
+    data = _phantom(tutorial_gtab, 9 * 8 * 6, seed=16, shape=(9, 8, 6))
+    mask = np.random.default_rng(2).random((9, 8, 6)) < 0.7
+    seen = []
+    original = iteration._iterate_tv
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["chunk_size"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(iteration, "_iterate_tv", spy)
+    fits = [
+        RumbaSDModel(tutorial_gtab, n_iter=20, voxelwise=False, use_tv=True, chunk_size=chunk).fit(
+            data, mask=mask
+        )
+        for chunk in (None, 7, 1024)
+    ]
+    assert seen == [memory.TV_CHUNK, 7, 1024]
+    for fit in fits[1:]:
+        np.testing.assert_array_equal(fit.model_params, fits[0].model_params)
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"voxelwise": False}, {"voxelwise": False, "use_tv": True}, {"R": 2, "use_tv": True}],
