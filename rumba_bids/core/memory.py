@@ -25,7 +25,7 @@ DEFAULT_CHUNK = 1024
 #: Voxels per chunk of the TV update: a slab's chunks read their weights and TV factor
 #: from memory once per iteration, and the matrix products of that layout ran fastest at
 #: 384 (measured on the whole head, one thread: 2.8-3.0 against 3.3-3.5 us per
-#: voxel-iteration at 512 and 1024).
+#: voxel-iteration at 512 and 1024; the same fit, bit for bit, on the development VM).
 TV_CHUNK = 384
 
 

@@ -258,7 +258,9 @@ def test_chunking_and_dtype_do_not_change_results(tutorial_gtab):
 
 def test_tv_chunk_default_changes_nothing_but_speed(tutorial_gtab, monkeypatch):
     """With TV the chunk only cuts a slab's update into matrix products: the default
-    (``memory.TV_CHUNK``, picked for speed) gives the same fit as any other, bit for bit."""
+    (``memory.TV_CHUNK``, picked for speed) gives the fit of any other chunk, to float32
+    round-off (measured on the development VM: bit for bit; BLAS kernels for other CPUs
+    may round the products of other shapes differently)."""
     from rumba_bids.core import iteration, memory
 
     assert memory.default_chunk(True) == memory.TV_CHUNK != memory.default_chunk(False)
@@ -280,7 +282,7 @@ def test_tv_chunk_default_changes_nothing_but_speed(tutorial_gtab, monkeypatch):
     ]
     assert seen == [memory.TV_CHUNK, 7, 1024]
     for fit in fits[1:]:
-        np.testing.assert_array_equal(fit.model_params, fits[0].model_params)
+        np.testing.assert_allclose(fit.model_params, fits[0].model_params, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(
