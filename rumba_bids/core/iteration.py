@@ -155,19 +155,17 @@ class _TVThreadWork:
 
     def __init__(self, layout, n_comp, n_vol, chunk_size, dtype):
         self.tv = TVWork(layout.max_points, dtype)
-        self.den = np.empty((n_comp, layout.max_rows), dtype=dtype)
         chunk = min(chunk_size, layout.max_rows)
         self.operands = np.empty(2 * chunk * n_vol, dtype=dtype)
         self.factor = np.empty(2 * chunk * n_comp, dtype=dtype)
 
 
-def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows, local, order):
+def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows, order):
     """One RUMBA-SD update with TV of the k voxels ``rows`` (compartment-major weights).
 
-    ``weights`` (C, V + 1) are read and ``new_weights`` written at ``rows``;
-    ``work.den`` (C, n) holds the inverse TV factor of the slab, at columns
-    ``local``; ``reblurred`` (k, N) is read then replaced by the new
-    prediction; ``state`` holds the kernel and the noise variances (read:
+    ``weights`` (C, V + 1) are read and ``new_weights`` written at ``rows``,
+    where it holds the inverse TV factor on entry; ``reblurred`` (k, N) is read
+    then replaced by the new prediction; ``state`` holds the kernel and the noise variances (read:
     ``sigma2_arg``; written: ``new_sigma2``).
     """
     n_vox, n_vol = signal.shape
@@ -178,9 +176,7 @@ def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows,
     n_comp = len(state.kernel_t)
     factor = work.factor[: 2 * n_vox * n_comp].reshape(n_comp, 2 * n_vox)
     np.matmul(state.kernel_t, operands.T, out=factor)
-    kernels.multiply_ratio_tv(
-        weights, new_weights, rows.start, factor, work.den, local.start, _EPS
-    )
+    kernels.multiply_ratio_tv(weights, new_weights, rows.start, factor, _EPS)
     np.matmul(new_weights[:, rows].T, state.kernel_t, out=reblurred)
     kernels.noise_variance(
         reblurred,
@@ -240,7 +236,10 @@ def _iterate_tv(
         if not hasattr(slab_work, "arrays"):
             slab_work.arrays = _TVThreadWork(layout, n_comp, n_vol, chunk_size, dtype)
         work_arrays = slab_work.arrays
-        slab_tv_denominator(weights, slab, tv_lambda, eps2, work_arrays.den, work_arrays.tv)
+        # the inverse TV factor goes where the slab's new weights will be (the update reads it)
+        slab_tv_denominator(
+            weights, slab, tv_lambda, eps2, new_weights, work_arrays.tv, out_first=first
+        )
         for local in _chunks(slab.n_rows, chunk_size):
             rows = slice(first + local.start, first + local.stop)
             _tv_chunk_update(
@@ -251,7 +250,6 @@ def _iterate_tv(
                 work_arrays,
                 state,
                 rows,
-                local,
                 order,
             )
 

@@ -61,7 +61,9 @@ def _jit(function):
 
 
 @_jit
-def tv_denominator(weights, shape, fill, lines, own, scale, eps2, lam, tiny, out, grid, normed):
+def tv_denominator(
+    weights, shape, fill, lines, own, scale, eps2, lam, tiny, out, out_first, grid, normed
+):
     """``|1 - lam * scale * div(grad u / sqrt(eps2 + |grad u|^2))| + tiny`` on one slab.
 
     The slab's padded local grid (:class:`~rumba_bids.core.tv.TVSlab`) is
@@ -87,8 +89,10 @@ def tv_denominator(weights, shape, fill, lines, own, scale, eps2, lam, tiny, out
         Per-voxel factor of the divergence, or empty for none.
     tiny : float
         Added to the absolute value.
-    out : ndarray, shape (C, >= n_rows)
-        Receives the result in its first ``n_rows`` columns.
+    out : ndarray, shape (C, >= out_first + n_rows)
+        Receives the result in its columns ``out_first`` to ``out_first + n_rows``.
+    out_first : int
+        First column of ``out`` written.
     grid, normed : ndarray, shapes (>= P,) and (3, >= P)
         Work arrays (the weights' dtype); overwritten.
     """
@@ -109,6 +113,7 @@ def tv_denominator(weights, shape, fill, lines, own, scale, eps2, lam, tiny, out
             normed[2, x * sx + y * sy] = 0
     nx_, ny_, nz_ = normed[0], normed[1], normed[2]
     per_voxel = lam.shape[0] > 0
+    o0 = np.uint64(out_first)
     for c in range(weights.shape[0]):
         row = weights[c]
         for k in range(fill.shape[0]):
@@ -142,7 +147,7 @@ def tv_denominator(weights, shape, fill, lines, own, scale, eps2, lam, tiny, out
                 div -= nz_[p - u1]
                 if per_voxel:
                     div *= lam[start + j]
-                out[c, start + j] = np.abs(one - div) + t
+                out[c, o0 + start + j] = np.abs(one - div) + t
     return out
 
 
@@ -203,21 +208,21 @@ def multiply_ratio(fodf, numerator, denominator, eps):
 
 
 @_jit
-def multiply_ratio_tv(weights, new_weights, first, factor, tv_den, tv_first, eps):
+def multiply_ratio_tv(weights, new_weights, first, factor, eps):
     """The step with TV on compartment-major weights, for voxels ``first + i`` (i < k).
 
     ``new = weights * num / ((den + eps) * tv_den)`` with ``num, den`` the two
     halves of ``factor`` (C, 2k); ``weights`` and ``new_weights`` are (C, V + 1),
-    ``tv_den`` (C, n) is read from column ``tv_first``.
+    and ``new_weights`` holds the inverse TV factor ``tv_den`` of these voxels
+    on entry (:func:`tv_denominator` writes it there; it is replaced).
     """
     e = weights.dtype.type(eps)
     k = np.uint64(factor.shape[1] // 2)
     start = np.uint64(first)
-    tv_start = np.uint64(tv_first)
     for c in range(weights.shape[0]):
         for i in range(k):
             den = factor[c, k + i] + e
-            den *= tv_den[c, tv_start + i]
+            den *= new_weights[c, start + i]
             new_weights[c, start + i] = weights[c, start + i] * (factor[c, i] / den)
     return new_weights
 

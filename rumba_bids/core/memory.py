@@ -130,7 +130,7 @@ def fit_bytes(
 
 def _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_threads):
     """The TV iteration (:func:`rumba_bids.core.iteration._iterate_tv`): two weight arrays,
-    predictions, noise variances, the slab layout, and each worker's slab."""
+    predictions, noise variances, the slab layout, and each worker's slab grid and chunk."""
     state = (2 * (n_vox + 1) * n_cols + n_vox * (n_fit + 5)) * item
     # slab layout: runs of (point, column, length); at most one run per voxel of a slab
     # and of its halo, of a copied padding point, of a line
@@ -143,9 +143,9 @@ def _tv_iterate_bytes(n_vox, grid, grid_shape, n_fit, n_cols, item, chunk, n_thr
     slab_rows = min(n_vox, TV_SLAB_VOXELS + largest_slice)
     # the slab's padded grid: its slices, two halo and two padding slices, cropped
     slab_points = min(padded_grid, 3 * slab_rows + 4 * largest_slice)
+    # (the slab's inverse TV factor is written into its rows of the new weights)
     per_worker = (
-        slab_rows * n_cols * item  # the slab's TV denominators
-        + 4 * slab_points * item  # grid, three normalised gradients
+        4 * slab_points * item  # grid, three normalised gradients
         + chunk * (2 * n_fit + 2 * n_cols) * item  # operands, factor
     )
     n_workers = min(n_threads, max(1, -(-n_vox // TV_SLAB_VOXELS)))  # at most one per slab

@@ -193,7 +193,14 @@ class TVWork:
 
 
 def slab_tv_denominator(
-    weights: np.ndarray, slab: TVSlab, tv_lambda, eps2: np.ndarray, out: np.ndarray, work=None
+    weights: np.ndarray,
+    slab: TVSlab,
+    tv_lambda,
+    eps2: np.ndarray,
+    out: np.ndarray,
+    work=None,
+    *,
+    out_first: int = 0,
 ) -> np.ndarray:
     """``|1 - lambda div(...)| + eps`` of the slab's voxels: the TV factor's inverse.
 
@@ -206,10 +213,13 @@ def slab_tv_denominator(
         Regularisation strength (global, or per voxel).
     eps2 : ndarray, shape (C,)
         Squared gradient smoothing of each compartment (in units of ``weights``).
-    out : ndarray, shape (C, >= n_rows), C-contiguous
-        Receives the result in its first ``n_rows`` columns (the slab's voxels).
+    out : ndarray, shape (C, >= out_first + n_rows), C-contiguous
+        Receives the result (the slab's voxels) in ``n_rows`` columns from ``out_first``.
     work : TVWork, optional
         Work arrays of at least ``slab.n_points`` points (allocated when omitted).
+    out_first : int, optional
+        First column of ``out`` written (the TV iteration writes into the slab's
+        rows of the new weights, where the update then reads it).
 
     Returns
     -------
@@ -234,6 +244,7 @@ def slab_tv_denominator(
         per_voxel,
         _EPS,
         out,
+        out_first,
         work.grid,
         work.normed,
     )

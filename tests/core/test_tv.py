@@ -106,3 +106,24 @@ def test_layout_slabs_cover_every_voxel_once():
         assert (z[:, 0] >= 1).all() and (z[:, 1] <= slab.shape[2] - 1).all()
     with pytest.raises(ValueError, match="3D"):
         TVLayout(np.ones((4, 4), bool))
+
+
+def test_slab_denominator_written_from_a_column():
+    """The TV iteration has each slab write its inverse TV factor into its own rows of the
+    new weights (``out_first``): the same values as into a slab-sized array, and no other
+    column is touched."""
+    rng = np.random.default_rng(9)
+    mask = rng.random((12, 7, 6)) < 0.6
+    layout = TVLayout(mask, slab_voxels=40)
+    assert len(layout.slabs) > 2
+    n_comp, n_vox = 5, layout.n_voxels
+    weights = np.zeros((n_comp, n_vox + 1), np.float32)
+    weights[:, :n_vox] = rng.random((n_comp, n_vox))
+    eps2 = tv.tv_epsilon2(np.ones(n_comp), np.float32)
+    for slab in layout.slabs:
+        alone = np.empty((n_comp, slab.n_rows), np.float32)
+        tv.slab_tv_denominator(weights, slab, 0.01, eps2, alone)
+        into = np.full_like(weights, -1.0)
+        tv.slab_tv_denominator(weights, slab, 0.01, eps2, into, out_first=slab.rows.start)
+        np.testing.assert_array_equal(into[:, slab.rows], alone)
+        assert (np.delete(into, np.s_[slab.rows], axis=1) == -1).all()
