@@ -262,7 +262,7 @@ def choose_block_voxels(model, shape, *, max_bytes, values_itemsize=2, n_voxels=
             shape,
             values_itemsize=values_itemsize,
             n_voxels=n_voxels,
-            block_voxels=model.chunk_size or DEFAULT_CHUNK,
+            block_voxels=model.chunk_size or default_chunk(model.use_tv),
         )
         raise InsufficientMemoryError(
             f"the voxel-wise fit needs at least {needed / 1e9:.2f} GB but only "
