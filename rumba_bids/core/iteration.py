@@ -160,11 +160,11 @@ class _TVThreadWork:
         self.factor = np.empty(2 * chunk * n_comp, dtype=dtype)
 
 
-def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows, order):
+def _tv_chunk_update(signal, reblurred, new_weights, work, state, rows, order):
     """One RUMBA-SD update with TV of the k voxels ``rows`` (compartment-major weights).
 
-    ``weights`` (C, V + 1) are read and ``new_weights`` written at ``rows``,
-    where it holds the inverse TV factor on entry; ``reblurred`` (k, N) is read
+    ``new_weights`` (C, V + 1) holds at ``rows`` the weights times the TV
+    factor on entry and the new weights on return; ``reblurred`` (k, N) is read
     then replaced by the new prediction; ``state`` holds the kernel and the noise variances (read:
     ``sigma2_arg``; written: ``new_sigma2``).
     """
@@ -176,7 +176,7 @@ def _tv_chunk_update(signal, reblurred, weights, new_weights, work, state, rows,
     n_comp = len(state.kernel_t)
     factor = work.factor[: 2 * n_vox * n_comp].reshape(n_comp, 2 * n_vox)
     np.matmul(state.kernel_t, operands.T, out=factor)
-    kernels.multiply_ratio_tv(weights, new_weights, rows.start, factor, _EPS)
+    kernels.multiply_ratio_tv(new_weights, rows.start, factor, _EPS)
     np.matmul(new_weights[:, rows].T, state.kernel_t, out=reblurred)
     kernels.noise_variance(
         reblurred,
@@ -236,16 +236,23 @@ def _iterate_tv(
         if not hasattr(slab_work, "arrays"):
             slab_work.arrays = _TVThreadWork(layout, n_comp, n_vol, chunk_size, dtype)
         work_arrays = slab_work.arrays
-        # the inverse TV factor goes where the slab's new weights will be (the update reads it)
+        # the weights times the TV factor go where the slab's new weights will be
+        # (the update multiplies them by the ratio in place)
         slab_tv_denominator(
-            weights, slab, tv_lambda, eps2, new_weights, work_arrays.tv, out_first=first
+            weights,
+            slab,
+            tv_lambda,
+            eps2,
+            new_weights,
+            work_arrays.tv,
+            out_first=first,
+            quotient=True,
         )
         for local in _chunks(slab.n_rows, chunk_size):
             rows = slice(first + local.start, first + local.stop)
             _tv_chunk_update(
                 signal[rows],
                 reblurred[rows],
-                weights,
                 new_weights,
                 work_arrays,
                 state,

@@ -62,9 +62,25 @@ def _jit(function):
 
 @_jit
 def tv_denominator(
-    weights, shape, fill, lines, own, scale, eps2, lam, tiny, out, out_first, grid, normed
+    weights,
+    shape,
+    fill,
+    lines,
+    own,
+    scale,
+    eps2,
+    lam,
+    tiny,
+    out,
+    out_first,
+    grid,
+    normed,
+    quotient,
 ):
     """``|1 - lam * scale * div(grad u / sqrt(eps2 + |grad u|^2))| + tiny`` on one slab.
+
+    With ``quotient``, ``u`` divided by it (the weights over the TV factor's
+    inverse: what the TV step multiplies, :func:`multiply_ratio_tv`).
 
     The slab's padded local grid (:class:`~rumba_bids.core.tv.TVSlab`) is
     filled compartment by compartment from ``weights``; forward differences
@@ -95,6 +111,8 @@ def tv_denominator(
         First column of ``out`` written.
     grid, normed : ndarray, shapes (>= P,) and (3, >= P)
         Work arrays (the weights' dtype); overwritten.
+    quotient : bool
+        Write ``u / (|1 - ...| + tiny)`` rather than ``|1 - ...| + tiny``.
     """
     # unsigned indices: numba then needs no wrap-around test, and the loops vectorise
     ny, nz = shape[1], shape[2]
@@ -147,7 +165,10 @@ def tv_denominator(
                 div -= nz_[p - u1]
                 if per_voxel:
                     div *= lam[start + j]
-                out[c, o0 + start + j] = np.abs(one - div) + t
+                den = np.abs(one - div) + t
+                if quotient:
+                    den = grid[p] / den
+                out[c, o0 + start + j] = den
     return out
 
 
@@ -208,22 +229,21 @@ def multiply_ratio(fodf, numerator, denominator, eps):
 
 
 @_jit
-def multiply_ratio_tv(weights, new_weights, first, factor, eps):
+def multiply_ratio_tv(new_weights, first, factor, eps):
     """The step with TV on compartment-major weights, for voxels ``first + i`` (i < k).
 
-    ``new = weights * num / ((den + eps) * tv_den)`` with ``num, den`` the two
-    halves of ``factor`` (C, 2k); ``weights`` and ``new_weights`` are (C, V + 1),
-    and ``new_weights`` holds the inverse TV factor ``tv_den`` of these voxels
-    on entry (:func:`tv_denominator` writes it there; it is replaced).
+    ``new = q * (num / (den + eps))`` with ``num, den`` the two halves of
+    ``factor`` (C, 2k) and ``q`` the weights over the inverse TV factor, which
+    ``new_weights`` (C, V + 1) holds at these voxels on entry
+    (:func:`tv_denominator` with ``quotient`` writes it there; it is replaced).
     """
-    e = weights.dtype.type(eps)
+    e = new_weights.dtype.type(eps)
     k = np.uint64(factor.shape[1] // 2)
     start = np.uint64(first)
-    for c in range(weights.shape[0]):
+    for c in range(new_weights.shape[0]):
         for i in range(k):
-            den = factor[c, k + i] + e
-            den *= new_weights[c, start + i]
-            new_weights[c, start + i] = weights[c, start + i] * (factor[c, i] / den)
+            ratio = factor[c, i] / (factor[c, k + i] + e)
+            new_weights[c, start + i] *= ratio
     return new_weights
 
 
@@ -328,3 +348,4 @@ def noise_variance(reblurred, weighted, half_sq, norm, lower, upper, blocks, pro
         total *= scale
         out[i] = min(max(total, lo), hi)
     return out
+

@@ -201,8 +201,13 @@ def slab_tv_denominator(
     work=None,
     *,
     out_first: int = 0,
+    quotient: bool = False,
 ) -> np.ndarray:
     """``|1 - lambda div(...)| + eps`` of the slab's voxels: the TV factor's inverse.
+
+    With ``quotient``, the slab's weights divided by it instead: the weights
+    times the TV factor, which the TV iteration's step multiplies by the
+    Richardson-Lucy ratio.
 
     Parameters
     ----------
@@ -220,6 +225,8 @@ def slab_tv_denominator(
     out_first : int, optional
         First column of ``out`` written (the TV iteration writes into the slab's
         rows of the new weights, where the update then reads it).
+    quotient : bool, optional
+        Write ``weights / (|1 - lambda div(...)| + eps)`` (default False).
 
     Returns
     -------
@@ -247,6 +254,7 @@ def slab_tv_denominator(
         out_first,
         work.grid,
         work.normed,
+        quotient,
     )
     return out
 

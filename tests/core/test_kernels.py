@@ -42,19 +42,18 @@ def test_multiply_ratio_is_the_richardson_lucy_step(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_multiply_ratio_tv_writes_only_its_voxels(dtype):
-    """The step reads the inverse TV factor where it writes (the new weights)."""
+    """The step multiplies, in place, the weights times the TV factor (held in the new
+    weights) by the Richardson-Lucy ratio, at its voxels only."""
     rng = np.random.default_rng(2)
     n_comp, n_vox, k, first = 6, 40, 7, 11
-    weights = rng.random((n_comp, n_vox + 1)).astype(dtype)
     factor = rng.random((n_comp, 2 * k)).astype(dtype)
-    tv_den = rng.uniform(0.5, 1.5, (n_comp, k)).astype(dtype)
-    new = np.full_like(weights, -1.0)
-    new[:, first : first + k] = tv_den
-    kernels.multiply_ratio_tv(weights, new, first, factor, _EPS)
+    quotient = rng.uniform(0.5, 1.5, (n_comp, k)).astype(dtype)
+    new = np.full((n_comp, n_vox + 1), -1.0, dtype)
+    new[:, first : first + k] = quotient
+    kernels.multiply_ratio_tv(new, first, factor, _EPS)
     den = factor[:, k:].copy()
     den += _EPS
-    den *= tv_den
-    expected = weights[:, first : first + k] * (factor[:, :k] / den)
+    expected = quotient * (factor[:, :k] / den)
     np.testing.assert_array_equal(new[:, first : first + k], expected)
     assert (np.delete(new, np.s_[first : first + k], axis=1) == -1).all()
 

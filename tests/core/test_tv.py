@@ -109,9 +109,9 @@ def test_layout_slabs_cover_every_voxel_once():
 
 
 def test_slab_denominator_written_from_a_column():
-    """The TV iteration has each slab write its inverse TV factor into its own rows of the
-    new weights (``out_first``): the same values as into a slab-sized array, and no other
-    column is touched."""
+    """The TV iteration has each slab write the weights over the inverse TV factor
+    (``quotient``) into its own rows of the new weights (``out_first``): the same values as
+    the factor into a slab-sized array gives, and no other column is touched."""
     rng = np.random.default_rng(9)
     mask = rng.random((12, 7, 6)) < 0.6
     layout = TVLayout(mask, slab_voxels=40)
@@ -126,4 +126,9 @@ def test_slab_denominator_written_from_a_column():
         into = np.full_like(weights, -1.0)
         tv.slab_tv_denominator(weights, slab, 0.01, eps2, into, out_first=slab.rows.start)
         np.testing.assert_array_equal(into[:, slab.rows], alone)
+        assert (np.delete(into, np.s_[slab.rows], axis=1) == -1).all()
+        tv.slab_tv_denominator(
+            weights, slab, 0.01, eps2, into, out_first=slab.rows.start, quotient=True
+        )
+        np.testing.assert_array_equal(into[:, slab.rows], weights[:, slab.rows] / alone)
         assert (np.delete(into, np.s_[slab.rows], axis=1) == -1).all()
