@@ -6,9 +6,12 @@ mask can then be dilated and cleaned (largest connected component, holes
 filled).  The method follows DIPY's ``dipy.segment.mask.median_otsu``
 (defaults ``median_radius=4``, ``numpass=4``) so both give the same masks.
 
-The median filter dominates the cost; here it runs on slabs of the volume in
-parallel threads (``scipy.ndimage`` releases the GIL), with halos wide enough
-that the result is identical to filtering the whole volume at once.
+The median filter dominates the cost.  It runs on the ranks of the values
+(a compiled sliding histogram, :func:`~rumba_bids.core.kernels.median_of_ranks`),
+on slabs of the volume in parallel threads; the result is
+``scipy.ndimage.median_filter``'s, bit for bit (measured on the whole-head demo's mean b0,
+96x96x60, 4 passes of radius 4: 0.5 s against 8.1 s for ``median_filter`` in the same
+two threads).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
+from . import kernels
 from .gradients import GradientTable
 
 #: Number of histogram bins of the Otsu threshold.
@@ -137,40 +141,47 @@ def multi_median(volume, *, median_radius: int, numpass: int, n_threads=None) ->
 
     Boundaries are reflected (``scipy.ndimage`` mode ``'reflect'``).  The
     result equals ``scipy.ndimage.median_filter`` applied ``numpass`` times.
+    The passes run on the ranks of the values (a median of ranks is the rank
+    of the median), in ``n_threads`` threads (default: the CPUs available)
+    over slabs along the first axis.
 
     Parameters
     ----------
     volume : array_like, shape (X, Y, Z)
+        Finite values.
 
     Returns
     -------
     ndarray, shape (X, Y, Z), float64
     """
-    out = np.array(volume, dtype=np.float64)
+    volume = np.asarray(volume, dtype=np.float64)
+    if volume.ndim != 3:
+        raise ValueError(f"the median filter needs a 3D volume, got shape {volume.shape}")
+    if numpass == 0 or median_radius == 0 or volume.size == 0:
+        return volume.copy()
+    values, ranks = np.unique(volume, return_inverse=True)
+    ranks = ranks.reshape(volume.shape).astype(np.int32)
     for _ in range(numpass):
-        out = _median_filter_threaded(out, size=2 * median_radius + 1, n_threads=n_threads)
-    return out
+        ranks = _median_of_ranks_threaded(ranks, median_radius, len(values), n_threads)
+    return values[ranks]
 
 
-def _median_filter_threaded(volume: np.ndarray, *, size: int, n_threads) -> np.ndarray:
-    """Median filter of slabs along axis 0 in threads, identical to one call."""
+def _median_of_ranks_threaded(ranks: np.ndarray, radius: int, n_ranks: int, n_threads):
+    """One median pass of window ``2 radius + 1`` over slabs of planes in threads."""
     if n_threads is None:
         n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    halo = size // 2
-    n_slabs = int(min(max(n_threads, 1), max(volume.shape[0] // max(2 * halo, 1), 1)))
-    if n_slabs <= 1:
-        return ndimage.median_filter(volume, size=size)
-    bounds = np.linspace(0, volume.shape[0], n_slabs + 1).astype(int)
-    out = np.empty_like(volume)
+    # 'symmetric' repeats the edge value, as scipy.ndimage's 'reflect' does
+    padded = np.pad(ranks, radius, mode="symmetric")
+    out = np.empty_like(ranks)
+    bounds = np.linspace(0, ranks.shape[0], min(max(int(n_threads), 1), ranks.shape[0]) + 1)
+    bounds = bounds.astype(int)
 
     def work(k):
         start, stop = bounds[k], bounds[k + 1]
-        lo, hi = max(start - halo, 0), min(stop + halo, volume.shape[0])
-        filtered = ndimage.median_filter(volume[lo:hi], size=size)
-        out[start:stop] = filtered[start - lo : stop - lo]
+        kernels.median_of_ranks(padded, 2 * radius + 1, n_ranks, start, out[start:stop])
 
-    with ThreadPoolExecutor(n_slabs) as pool:
-        list(pool.map(work, range(n_slabs)))
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        list(pool.map(work, range(len(bounds) - 1)))
     return out
 
 

@@ -137,15 +137,43 @@ def test_autocrop_and_dilate():
     assert dilated.sum() > mask.sum() and np.all(dilated[mask])
 
 
-def test_multi_median_matches_scipy_and_is_thread_safe():
+MEDIAN_CASES = {
+    # shape, radius, passes, values
+    "random": ((41, 23, 17), 2, 2, "random"),
+    "ties": ((19, 14, 11), 2, 3, "integers"),
+    "window-wider-than-axes": ((3, 2, 9), 4, 1, "random"),
+    "one-slice": ((1, 7, 5), 4, 2, "integers"),
+    "radius-one": ((6, 6, 6), 1, 1, "random"),
+    "constant": ((5, 6, 7), 2, 1, "constant"),
+}
+
+
+@pytest.mark.parametrize("case", MEDIAN_CASES, ids=list(MEDIAN_CASES))
+def test_multi_median_matches_scipy_and_is_thread_safe(case):
+    """The rank histogram filter gives scipy's median_filter bit for bit (reflected edges,
+    windows wider than the volume, ties), on any number of threads."""
     from scipy.ndimage import median_filter
 
+    shape, radius, passes, kind = MEDIAN_CASES[case]
     rng = np.random.default_rng(0)
-    volume = rng.random((41, 23, 17))
-    expected = median_filter(median_filter(volume, size=5), size=5)
+    volume = {
+        "random": lambda: rng.random(shape),
+        "integers": lambda: rng.integers(0, 4, shape).astype(float) * 0.1,
+        "constant": lambda: np.full(shape, 3.5),
+    }[kind]()
+    expected = volume
+    for _ in range(passes):
+        expected = median_filter(expected, size=2 * radius + 1)
     for n_threads in (1, 2, 3):
-        out = multi_median(volume, median_radius=2, numpass=2, n_threads=n_threads)
-        assert np.array_equal(out, expected)
+        out = multi_median(volume, median_radius=radius, numpass=passes, n_threads=n_threads)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out, expected)
+    assert np.array_equal(multi_median(volume, median_radius=radius, numpass=0), volume)
+
+
+def test_multi_median_needs_a_volume():
+    with pytest.raises(ValueError, match="3D volume"):
+        multi_median(np.zeros((4, 4)), median_radius=1, numpass=1)
 
 
 def test_otsu_threshold_matches_dipy():
