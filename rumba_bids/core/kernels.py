@@ -427,3 +427,32 @@ def median_of_ranks(padded, size, n_ranks, first, out):
                         coarse[v >> shift] -= 1
                         below -= v < m
     return out
+
+
+@_jit
+def scatter_columns(values, rows, first, factor, index, out):
+    """``out[j, index[i]] = values[rows[i], first + j] * factor``: columns into volumes.
+
+    Writes ``out.shape[0]`` consecutive columns of the voxel-major ``values``
+    (one row per voxel) as rows of ``out`` (one direction volume per row),
+    each voxel at its flat index: the transposition and the scatter in one
+    pass, reading each row's columns together.
+
+    Parameters
+    ----------
+    values : ndarray, shape (K, M)
+    rows : ndarray of int, shape (n,)
+    first : int
+        First column written.
+    factor : float
+    index : ndarray of int, shape (n,)
+        Flat positions in ``out``'s rows.
+    out : ndarray, shape (m, P), native byte order
+    """
+    f = out.dtype.type(factor)
+    for i in range(index.shape[0]):
+        r = rows[i]
+        p = index[i]
+        for j in range(out.shape[0]):
+            out[j, p] = values[r, first + j] * f
+    return out

@@ -43,9 +43,9 @@ FIT_BASE_BYTES = 280e6
 #: Per-voxel 3D maps the fit keeps in memory: f_gm, f_csf, snr, f_wm, f_iso (float32),
 #: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
 MAP_BYTES_PER_VOXEL = 5 * 4 + 2
-#: Masked voxels per voxel of the grid span a block covers, at least (brain masks: 0.5-0.8);
-#: sets how many pages of the memory-mapped fODF file a block touches.
-MASK_DENSITY = 0.5
+#: Bytes of the buffer of direction volumes in which the fODF file is written
+#: (:func:`rumba_bids.interfaces.rumba.write_fod_volumes`; see :func:`fod_write_volumes`).
+FOD_BUFFER_BYTES = 2**27
 #: Bytes per value of the series held by the nodes that read it whole (brain mask,
 #: response): the stored values, their float copy and the work arrays (measured peak RSS).
 SERIES_NODE_BYTES_PER_VALUE = 12
@@ -90,12 +90,9 @@ def _rebuild_error(message, path):
     return InsufficientMemoryError(message, path=path)
 
 
-def fit_bytes(
-    model, n_voxels: int, *, grid_shape=None, data_itemsize=None, extra_output_bytes=0
-) -> int:
+def fit_bytes(model, n_voxels: int, *, grid_shape=None, data_itemsize=None) -> int:
     """Peak bytes of one ``model.fit(data, mask)`` on top of ``data`` (see
-    :meth:`RumbaSDModel.fit_memory`, which calls this); ``extra_output_bytes`` are
-    held by the caller while it writes the outputs (e.g. a scaled fODF copy)."""
+    :meth:`RumbaSDModel.fit_memory`, which calls this)."""
     n_vox = int(n_voxels)
     grid = n_vox if grid_shape is None else int(np.prod(grid_shape))
     item = model.dtype.itemsize
@@ -123,7 +120,7 @@ def fit_bytes(
         unfold = n_vox * ((n_cols + n_comp + 4) * item + 24)
     else:
         unfold = n_vox * ((n_comp + 4) * item + 24)
-    outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item + extra_output_bytes
+    outputs = n_vox * (n_comp + 3) * item + grid * (n_comp + 1) * item
     # 3 % for what the phases leave out (views, ufunc buffers, small temporaries)
     return int(1.03 * (fixed + max(checks, normalise, iterate, unfold, outputs)))
 
@@ -186,10 +183,17 @@ def block_voxels(model, max_bytes: float, *, data_itemsize=None, extra_per_voxel
     return low * chunk
 
 
+def fod_write_volumes(grid_voxels: int, n_directions: int) -> int:
+    """Direction volumes of ``grid_voxels`` float32 written at once (at most 64), in
+    :data:`FOD_BUFFER_BYTES`."""
+    fit = FOD_BUFFER_BYTES // max(4 * int(grid_voxels), 1)
+    return int(max(1, min(fit, 64, int(n_directions))))
+
+
 def _block_extra_per_voxel(model, n_volumes: int, values_itemsize: int) -> float:
     """Bytes per voxel of a block beyond :func:`block_bytes`'s float32 input: the
-    block as stored, its voxel coordinates, and the pages of the fODF file it maps."""
-    return n_volumes * values_itemsize + 24 + len(model.sphere) * 4 / MASK_DENSITY
+    block as stored and its voxel coordinates."""
+    return n_volumes * values_itemsize + 24
 
 
 def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxels=None) -> int:
@@ -197,10 +201,10 @@ def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxel
 
     The process (:data:`FIT_BASE_BYTES`), the series' values as loaded (NIfTI
     stores them in Fortran order; the fit gathers its voxels without a
-    C-order copy of the series), the 3D maps, and the RUMBA-SD fit of one
-    block of ``block_voxels`` voxels (voxel-wise fit, whose fODF amplitudes go
-    to a memory-mapped file) or of every voxel (global fit, which also holds
-    the series as float32).
+    C-order copy of the series), the 3D maps, the buffer in which the fODF
+    file is written (:func:`fod_write_volumes`), and the RUMBA-SD fit of one
+    block of ``block_voxels`` voxels (voxel-wise fit) or of every voxel
+    (global fit, which also holds the series as float32).
 
     Parameters
     ----------
@@ -218,15 +222,17 @@ def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxel
     grid = int(np.prod(shape[:3]))
     n_volumes = int(shape[3])
     n_voxels = grid if n_voxels is None else int(n_voxels)
-    fixed = FIT_BASE_BYTES + grid * (n_volumes * values_itemsize + MAP_BYTES_PER_VOXEL)
+    fod_buffer = 4 * grid * fod_write_volumes(grid, len(model.sphere))
+    fixed = (
+        FIT_BASE_BYTES + grid * (n_volumes * values_itemsize + MAP_BYTES_PER_VOXEL) + fod_buffer
+    )
     if model.voxelwise:
         block = n_voxels if block_voxels is None else min(int(block_voxels), n_voxels)
         per_voxel = _block_extra_per_voxel(model, n_volumes, values_itemsize)
         block_total = block_bytes(model, block, data_itemsize=4, extra_per_voxel=per_voxel)
         return int(fixed + n_voxels * 9 + block_total)
     loaded = grid * n_volumes * model.dtype.itemsize
-    scaled_fod = grid * len(model.sphere) * 4  # the fODF scaled to its output units, written
-    fit = fit_bytes(model, n_voxels, grid_shape=shape[:3], extra_output_bytes=scaled_fod)
+    fit = fit_bytes(model, n_voxels, grid_shape=shape[:3])
     return int(fixed + loaded + fit)
 
 

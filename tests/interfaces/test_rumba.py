@@ -15,8 +15,10 @@ from rumba_bids.interfaces.response import EstimateResponse
 from rumba_bids.interfaces.rumba import (
     FitRumba,
     ProgressLogger,
+    create_nifti,
     resolve_isotropic,
     resolve_sphere,
+    write_fod_volumes,
 )
 
 
@@ -278,6 +280,45 @@ def test_bad_inputs_name_the_file(synthetic_dwi, synthetic_inputs, tmp_path):
         _fit(
             tmp_path, **{**synthetic_inputs, "bval_file": str(short), "bvec_file": str(short_bvec)}
         )
+
+
+@pytest.mark.parametrize("byte_order", ["<", ">"], ids=["little-endian", "big-endian"])
+@pytest.mark.parametrize("with_rows", [False, True], ids=["blocks", "grid"])
+def test_write_fod_volumes_puts_each_voxel_where_nifti_reads_it(
+    tmp_path, monkeypatch, with_rows, byte_order
+):
+    """Buffers of 7 directions (not dividing 17) scattered into the direction volumes:
+    nibabel reads back every voxel's amplitudes times the factor, zeros elsewhere.  The
+    voxels come in two blocks of rows (the voxel-wise fit: the first into the new file, not
+    read, the second keeping the first's values) or as rows of a C-order grid (the global
+    fit); a big-endian file stays one."""
+    from rumba_bids.core import memory
+
+    rng = np.random.default_rng(5)
+    shape, n_dir = (5, 4, 3), 17
+    monkeypatch.setattr(memory, "FOD_BUFFER_BYTES", 7 * 60 * 4)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.dtype(byte_order + "i2"))
+    header = header.as_byteswapped(byte_order) if byte_order == ">" else header
+    reference = nib.Nifti1Image(np.zeros((*shape, 2), np.int16), np.diag([2, 2, 2, 1.0]), header)
+    mask = rng.random(shape) < 0.6
+    grid = np.zeros((*shape, n_dir + 2), np.float32)
+    grid[mask] = rng.random((int(mask.sum()), n_dir + 2))
+    c_order = np.flatnonzero(mask)
+    voxels = np.ravel_multi_index(np.unravel_index(c_order, shape), shape, order="F")
+    path = str(tmp_path / "fod.nii")
+    fod_file = create_nifti(reference, path, n_dir)
+    assert np.dtype(fod_file["dtype"]).isnative == (byte_order == "<")
+    if with_rows:
+        odf = grid[..., :n_dir].reshape(-1, n_dir)
+        write_fod_volumes(fod_file, odf, voxels, 0.5, rows=c_order, fresh=True)
+    else:
+        rows = grid[mask]
+        for part, fresh in ((slice(0, 9), True), (slice(9, None), False)):
+            write_fod_volumes(fod_file, rows[part, :n_dir], voxels[part], 0.5, fresh=fresh)
+    image = nib.load(path)
+    np.testing.assert_array_equal(image.affine, reference.affine)
+    np.testing.assert_array_equal(image.get_fdata(dtype=np.float32), grid[..., :n_dir] * 0.5)
 
 
 def test_resolve_isotropic_and_sphere():

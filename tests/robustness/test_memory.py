@@ -211,10 +211,8 @@ def test_estimate_holds_for_real_fit_processes(tmp_path, fit, use_tv):
     """Peak RSS (VmHWM; ``ru_maxrss`` would count the forking parent) of real fit
     processes on an int16 NIfTI series, which nibabel loads in Fortran order, with a
     brain-like mask of 38 % of the grid, against :func:`process_bytes`: never above the
-    estimate; the estimate at most 45 % above it for the global and TV fits (measured
-    1.39x for the global fit, whose scaled fODF copy at output is counted on top of the
-    outputs) and 50 % for the voxel-wise one (measured 1.46x: the pages of the
-    memory-mapped fODF file are counted for a mask density of 0.5, MASK_DENSITY)."""
+    estimate, and the estimate at most 35 % above it (measured 1.18x voxel-wise, 1.25x
+    global, 1.26x TV; the fODF file is written through a buffer of direction volumes)."""
     rng = np.random.default_rng(3)
     gtab = make_acquisition(n_b0=6, n_dirs=60, bvals=(2000.0,))
     shape = (56, 56, 40)
@@ -233,8 +231,7 @@ def test_estimate_holds_for_real_fit_processes(tmp_path, fit, use_tv):
         [sys.executable, "-c", FIT_RSS, *argv], capture_output=True, text=True, check=True
     )
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
-    upper = 1.5 if fit == "voxelwise" else 1.45
-    assert measured["peak"] <= measured["estimate"] <= upper * measured["peak"], measured
+    assert measured["peak"] <= measured["estimate"] <= 1.35 * measured["peak"], measured
 
 
 @pytest.fixture
@@ -258,8 +255,9 @@ def large_header(tmp_path):
 def test_a_global_fit_too_large_is_refused_up_front(large_header):
     run = large_header
     least = check_memory(run, ModelOptions(), limit_gb=1.0, from_option=True)
-    # the voxel-wise fit splits: the process (0.28 GB) and a few chunks
-    assert least["fit"] < 0.4 and least["dwi"] < 0.2
+    # the voxel-wise fit splits: the process (0.28 GB), the fODF writer's buffer of 55
+    # direction volumes (0.13 GB) and a few chunks
+    assert least["fit"] < 0.5 and least["dwi"] < 0.2
     with pytest.raises(InsufficientMemoryError) as info:
         check_memory(run, ModelOptions(fit="global"), limit_gb=1.0, from_option=True)
     line = info.value.one_line()
