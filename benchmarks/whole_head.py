@@ -32,7 +32,9 @@ The other stages of a run (tensor, SH, peaks) are timed once on the same head.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +121,8 @@ def run_fit(root: Path, mode: str, threads: int, n_iter: int) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, check=False
     )
+    # the outputs (1.6 GB of fODF per whole-head fit) are not needed: only the figures
+    shutil.rmtree(out, ignore_errors=True)
     if done.returncode != 0:
         raise SystemExit(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -208,11 +212,17 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["voxelwise", "tv"])
     parser.add_argument("--no-dipy", action="store_true")
-    parser.add_argument("--dataset", help="folder to keep the series in (reused when present)")
+    parser.add_argument(
+        "--dataset",
+        help="folder to keep the series in (reused when present; default: a temporary folder "
+        "removed at exit); each fit's outputs are removed once it has reported",
+    )
     parser.add_argument("--json", help="also write every measurement to this file")
     args = parser.parse_args(argv)
     root = Path(args.dataset or tempfile.mkdtemp(prefix="rumba-head-"))
     root.mkdir(parents=True, exist_ok=True)
+    if not args.dataset:  # a series of our own: gone with the process
+        atexit.register(shutil.rmtree, root, True)
     start = time.perf_counter()
     if (root / "mask.nii.gz").exists():
         gtab, data, mask = load_dataset(root)
