@@ -16,7 +16,6 @@ two threads).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,6 +23,7 @@ from scipy import ndimage
 
 from . import kernels
 from .gradients import GradientTable
+from .threads import resolve_threads
 
 #: Number of histogram bins of the Otsu threshold.
 OTSU_BINS = 256
@@ -168,12 +168,11 @@ def multi_median(volume, *, median_radius: int, numpass: int, n_threads=None) ->
 
 def _median_of_ranks_threaded(ranks: np.ndarray, radius: int, n_ranks: int, n_threads):
     """One median pass of window ``2 radius + 1`` over slabs of planes in threads."""
-    if n_threads is None:
-        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    n_threads = resolve_threads(n_threads)
     # 'symmetric' repeats the edge value, as scipy.ndimage's 'reflect' does
     padded = np.pad(ranks, radius, mode="symmetric")
     out = np.empty_like(ranks)
-    bounds = np.linspace(0, ranks.shape[0], min(max(int(n_threads), 1), ranks.shape[0]) + 1)
+    bounds = np.linspace(0, ranks.shape[0], min(n_threads, ranks.shape[0]) + 1)
     bounds = bounds.astype(int)
 
     def work(k):

@@ -44,7 +44,7 @@ FIT_BASE_BYTES = 280e6
 #: the mask and the fitted-voxel flags (bool), in bytes per grid voxel.
 MAP_BYTES_PER_VOXEL = 5 * 4 + 2
 #: Bytes of the buffer of direction volumes in which the fODF file is written
-#: (:func:`rumba_bids.interfaces.rumba.write_fod_volumes`; see :func:`fod_write_volumes`).
+#: (:func:`rumba_bids.interfaces.rumba.write_fod_volumes`; see :func:`fod_volumes_per_write`).
 FOD_BUFFER_BYTES = 2**27
 #: Bytes per value of the series held by the nodes that read it whole (brain mask,
 #: response): the stored values, their float copy and the work arrays (measured peak RSS).
@@ -183,7 +183,7 @@ def block_voxels(model, max_bytes: float, *, data_itemsize=None, extra_per_voxel
     return low * chunk
 
 
-def fod_write_volumes(grid_voxels: int, n_directions: int) -> int:
+def fod_volumes_per_write(grid_voxels: int, n_directions: int) -> int:
     """Direction volumes of ``grid_voxels`` float32 written at once (at most 64), in
     :data:`FOD_BUFFER_BYTES`."""
     fit = FOD_BUFFER_BYTES // max(4 * int(grid_voxels), 1)
@@ -202,7 +202,7 @@ def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxel
     The process (:data:`FIT_BASE_BYTES`), the series' values as loaded (NIfTI
     stores them in Fortran order; the fit gathers its voxels without a
     C-order copy of the series), the 3D maps, the buffer in which the fODF
-    file is written (:func:`fod_write_volumes`), and the RUMBA-SD fit of one
+    file is written (:func:`fod_volumes_per_write`), and the RUMBA-SD fit of one
     block of ``block_voxels`` voxels (voxel-wise fit) or of every voxel
     (global fit, which also holds the series as float32).
 
@@ -222,7 +222,7 @@ def process_bytes(model, shape, *, values_itemsize=2, n_voxels=None, block_voxel
     grid = int(np.prod(shape[:3]))
     n_volumes = int(shape[3])
     n_voxels = grid if n_voxels is None else int(n_voxels)
-    fod_buffer = 4 * grid * fod_write_volumes(grid, len(model.sphere))
+    fod_buffer = 4 * grid * fod_volumes_per_write(grid, len(model.sphere))
     fixed = (
         FIT_BASE_BYTES + grid * (n_volumes * values_itemsize + MAP_BYTES_PER_VOXEL) + fod_buffer
     )

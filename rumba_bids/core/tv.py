@@ -301,8 +301,6 @@ def tv_factor(
     columns[:, :n_vox] = weights.T
     out = np.empty((n_comp, n_vox), dtype=weights.dtype)
     work = TVWork(layout.max_points, weights.dtype)
-    den = np.empty((n_comp, layout.max_rows), dtype=weights.dtype)
     for slab in layout.slabs:
-        slab_tv_denominator(columns, slab, tv_lambda, eps2, den, work)
-        out[:, slab.rows] = den[:, : slab.n_rows]
+        slab_tv_denominator(columns, slab, tv_lambda, eps2, out, work, out_first=slab.rows.start)
     return np.divide(1.0, out, out=out).T

@@ -31,7 +31,7 @@ from nipype.interfaces.base import (
 from ..core import kernels
 from ..core.gradients import DEFAULT_B0_THRESHOLD
 from ..core.kernel import DEFAULT_CSF_RESPONSE, DEFAULT_GM_RESPONSE, GM_MIN_SHELLS
-from ..core.memory import choose_block_voxels, fod_write_volumes
+from ..core.memory import choose_block_voxels, fod_volumes_per_write
 from ..core.rumba import RECON_TYPES, RumbaSDModel, gather_voxels
 from ..core.sphere import (
     DEFAULT_FOD_SCALE,
@@ -281,7 +281,7 @@ def create_nifti(reference, path, n_volumes: int) -> dict:
 def write_fod_volumes(fod_file, odf, voxels, factor, *, rows=None, fresh=False) -> None:
     """Write fODF amplitudes of some voxels into the direction volumes of a NIfTI file.
 
-    A few directions at a time (:func:`~rumba_bids.core.memory.fod_write_volumes`):
+    A few directions at a time (:func:`~rumba_bids.core.memory.fod_volumes_per_write`):
     their volumes are read from the file (the other blocks' voxels; zeros,
     not read, in a ``fresh`` file), the voxels' amplitudes are transposed and
     scattered into them (:func:`~rumba_bids.core.kernels.scatter_columns`),
@@ -306,7 +306,7 @@ def write_fod_volumes(fod_file, odf, voxels, factor, *, rows=None, fresh=False) 
     """
     shape, dtype = fod_file["shape"], np.dtype(fod_file["dtype"])
     n_dir, grid = int(shape[3]), int(np.prod(shape[:3]))
-    block = fod_write_volumes(grid, n_dir)
+    block = fod_volumes_per_write(grid, n_dir)
     rows = np.arange(len(voxels)) if rows is None else np.asarray(rows)
     voxels = np.asarray(voxels)
     # zeros where no voxel is written: every block of directions scatters the same voxels
