@@ -25,6 +25,7 @@ import os
 import warnings
 
 import numba
+import numba.core.compiler
 import numpy as np
 
 
@@ -49,25 +50,81 @@ def _cache_wanted() -> bool:
 _CACHE = _cache_wanted() and not os.environ.get("NUMBA_DISABLE_CACHE")
 
 
-def _jit(function):
-    """``numba.njit`` with the GIL released, cached on disk where :func:`_cache_wanted` says."""
+class _NoAliasCompiler(numba.core.compiler.CompilerBase):
+    """numba's nopython pipeline, with the arrays' data pointers marked ``noalias``.
+
+    LLVM then needs no run-time test of overlap between the arrays before each
+    vectorised loop: in :func:`tv_denominator`, whose loops are blocks of 16
+    points, that test cost as much as the block (0.4 against 0.2 us per voxel
+    for the divergence).  The caller guarantees that an array the kernel
+    writes shares no memory with another argument.
+    """
+
+    def define_pipelines(self):
+        self.state.flags.noalias = True
+        return [numba.core.compiler.DefaultPassBuilder.define_nopython_pipeline(self.state)]
+
+
+def _jit(function=None, *, noalias=False):
+    """``numba.njit`` with the GIL released, cached on disk where :func:`_cache_wanted` says.
+
+    With ``noalias``, compiled by :class:`_NoAliasCompiler`.
+    """
+    if function is None:
+        return functools.partial(_jit, noalias=noalias)
+    options = {"nogil": True, "error_model": "numpy"}
+    if noalias:
+        options["pipeline_class"] = _NoAliasCompiler
     if _CACHE:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", numba.NumbaWarning)
-                return numba.njit(nogil=True, cache=True, error_model="numpy")(function)
+                return numba.njit(cache=True, **options)(function)
         except RuntimeError:  # no cache locator after all
             pass
-    return numba.njit(nogil=True, cache=False, error_model="numpy")(function)
+    return numba.njit(cache=False, **options)(function)
 
 
-@_jit
+#: Points of one vectorised block of :func:`tv_denominator` (64 bytes of float32).
+TV_BLOCK = 16
+
+
+@numba.njit(inline="always")
+def _normalised_gradient(grid, p, sx, sy, s, e2, nx_, ny_, nz_):
+    """``s grad u / sqrt(e2 + |grad u|^2)`` at point ``p`` of :func:`tv_denominator`'s grid."""
+    u = grid[p]
+    gx = grid[p + sx] - u
+    gy = grid[p + sy] - u
+    gz = grid[p + np.uint64(1)] - u
+    norm = gx * gx
+    norm += gy * gy
+    norm += gz * gz
+    norm += e2
+    r = s / np.sqrt(norm)
+    nx_[p] = gx * r
+    ny_[p] = gy * r
+    nz_[p] = gz * r
+
+
+@numba.njit(inline="always")
+def _divergence(nx_, ny_, nz_, p, sx, sy):
+    """The backward-difference divergence of the normalised gradient at point ``p``."""
+    div = nx_[p] + ny_[p]
+    div += nz_[p]
+    div -= nx_[p - sx]
+    div -= ny_[p - sy]
+    div -= nz_[p - np.uint64(1)]
+    return div
+
+
+@_jit(noalias=True)
 def tv_denominator(
     weights,
     shape,
     fill,
+    gradient,
     lines,
-    own,
+    divergence,
     scale,
     eps2,
     lam,
@@ -85,9 +142,11 @@ def tv_denominator(
 
     The slab's padded local grid (:class:`~rumba_bids.core.tv.TVSlab`) is
     filled compartment by compartment from ``weights``; forward differences
-    are taken on ``lines``, and their backward differences (the divergence) at
-    the slab's voxels (``own``).  Operations are those of the numpy
-    expression, in its order.
+    are taken in blocks of :data:`TV_BLOCK` points (and on ``lines``, point by
+    point), and their backward differences (the divergence) at the slab's
+    voxels, in blocks where ``divergence`` says so.  Operations are those of
+    the numpy expression, in its order.  No array written may share memory
+    with another argument (compiled ``noalias``).
 
     Parameters
     ----------
@@ -95,9 +154,16 @@ def tv_denominator(
         Compartment-major weights, the last column zero.
     shape : ndarray of uint64, shape (3,)
         The padded local grid ``(X, Y, Z)``, C order (``P = X Y Z`` points).
-    fill, lines, own : ndarray of uint64, shape (n, 3)
-        Runs copied from ``weights``, lines where the gradient is needed, runs
-        of the slab's voxels (see :class:`~rumba_bids.core.tv.TVSlab`).
+    fill : ndarray of uint64, shape (n, 3)
+        Runs ``(first point, first column of weights, length)`` copied from ``weights``.
+    gradient : ndarray of uint64, shape (n,)
+        First points of the blocks where the normalised gradient is taken.
+    lines : ndarray of uint64, shape (n, 3)
+        ``(first point of a line, first z, stop z)`` where it is taken point by point.
+    divergence : ndarray of uint64, shape (n, 3)
+        ``(first point, first row within the slab, length)``: a block when the
+        length is :data:`TV_BLOCK`, else a run taken point by point (see
+        :class:`~rumba_bids.core.tv.TVSlab`).
     scale : float
         Factor of the divergence (a global lambda), folded into the normalisation.
     eps2 : ndarray, shape (C,)
@@ -119,7 +185,7 @@ def tv_denominator(
     ny, nz = shape[1], shape[2]
     sx, sy = ny * nz, nz
     n_points = shape[0] * sx
-    u1 = np.uint64(1)
+    block = np.uint64(TV_BLOCK)
     one = weights.dtype.type(1)
     s = weights.dtype.type(scale)
     t = weights.dtype.type(tiny)
@@ -137,33 +203,22 @@ def tv_denominator(
         row = weights[c]
         for k in range(fill.shape[0]):
             dst, src = fill[k, 0], fill[k, 1]
-            for j in range(fill[k, 2]):
+            for j in range(fill[k, 2]):  # a memcpy (noalias)
                 grid[dst + j] = row[src + j]
         e2 = eps2[c]
+        for k in range(gradient.shape[0]):
+            for j in range(block):  # a fixed count: one vector, no remainder loop
+                _normalised_gradient(grid, gradient[k] + j, sx, sy, s, e2, nx_, ny_, nz_)
         for k in range(lines.shape[0]):
             base = lines[k, 0]
             for p in range(base + lines[k, 1], base + lines[k, 2]):
-                u = grid[p]
-                gx = grid[p + sx] - u
-                gy = grid[p + sy] - u
-                gz = grid[p + u1] - u
-                norm = gx * gx
-                norm += gy * gy
-                norm += gz * gz
-                norm += e2
-                r = s / np.sqrt(norm)
-                nx_[p] = gx * r
-                ny_[p] = gy * r
-                nz_[p] = gz * r
-        for k in range(own.shape[0]):
-            first, start, length = own[k, 0], own[k, 1], own[k, 2]
-            for j in range(length):
+                _normalised_gradient(grid, p, sx, sy, s, e2, nx_, ny_, nz_)
+        for k in range(divergence.shape[0]):
+            first, start, length = divergence[k, 0], divergence[k, 1], divergence[k, 2]
+            # (a block's loop has a fixed count; the branches are the same for all its points)
+            for j in range(block if length == block else length):
                 p = first + j
-                div = nx_[p] + ny_[p]
-                div += nz_[p]
-                div -= nx_[p - sx]
-                div -= ny_[p - sy]
-                div -= nz_[p - u1]
+                div = _divergence(nx_, ny_, nz_, p, sx, sy)
                 if per_voxel:
                     div *= lam[start + j]
                 den = np.abs(one - div) + t

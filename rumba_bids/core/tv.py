@@ -15,12 +15,16 @@ more plane on each side of each axis: zeros below (whose normalised gradient
 is held at zero, so the first backward difference at the box's edge vanishes)
 and a copy of the last plane above (so the last forward difference is exactly
 zero).  The compiled kernel :func:`~rumba_bids.core.kernels.tv_denominator`
-then runs, compartment by compartment, three branch-free passes over the
-slab: copy the weights' runs into the grid, normalise the gradient on the
-lines the slab's voxels need, and take the divergence at those voxels.  A
-slab's work arrays (the grid and three gradient fields) stay in a core's L2
-cache, and slabs are computed in parallel.  The slab of a voxel depends on
-the mask only (not on the number of threads).
+then runs, compartment by compartment, three passes over the slab: copy the
+weights' runs into the grid, normalise the gradient where the slab's voxels
+need it, and take the divergence at those voxels.  The last two run in
+blocks of :data:`~rumba_bids.core.kernels.TV_BLOCK` points (one vector, no
+remainder loop): the lines of a head are short (37 points on average in the
+whole-head benchmark), and the remainder loops of variable length cost as
+much as the vectors (see :class:`TVSlab` for where blocks may reach beyond
+what is needed).  A slab's work arrays (the grid and three gradient fields)
+stay in a core's L2 cache, and slabs are computed in parallel.  The slab of a
+voxel depends on the mask only (not on the number of threads).
 
 The weights are held compartment-major, ``(C, V + 1)``, the last column
 zero (the points outside the mask): one compartment of a slab's voxels is then
@@ -39,6 +43,7 @@ import numpy as np
 from . import kernels
 
 TV_EPSILON = 1e-7
+BLOCK = kernels.TV_BLOCK
 _EPS = np.finfo(np.float64).eps
 #: Voxels of the fit per slab (whole slices are added until a slab holds this many).
 TV_SLAB_VOXELS = 16384
@@ -56,21 +61,31 @@ class TVSlab:
     shape : ndarray of intp, shape (3,)
         Its padded local grid (slices with halo, cropped rows and columns, one
         plane of padding on each side of each axis).
-    fill : ndarray of intp, shape (n_runs, 3)
+    fill : ndarray of uint64, shape (n_runs, 3)
         Runs ``(first point, first column of the weights, length)`` copied into
         the grid; the other points are zero.
-    lines : ndarray of intp, shape (n_lines, 3)
-        ``(first point of the line, first z, stop z)`` of the lines along the
-        last axis where the normalised gradient is needed.
-    own : ndarray of intp, shape (n_own_runs, 3)
-        Runs ``(first point, first row within the slab, length)`` of the slab's voxels.
+    gradient : ndarray of uint64, shape (n_blocks,)
+        First points of the blocks of ``TV_BLOCK`` points where the normalised
+        gradient is taken.  They cover every point needed (the slab's voxels
+        and their backward neighbours), and may take more points of the same
+        line (``1 <= z <= Z - 1``): a gradient is the same whichever block
+        takes it, and none is written on the lower padding, which stays zero.
+    lines : ndarray of uint64, shape (n_lines, 3)
+        ``(first point of the line, first z, stop z)`` of the lines where the
+        gradient is taken point by point instead (grids with ``Z <= TV_BLOCK``).
+    divergence : ndarray of uint64, shape (n_items, 3)
+        ``(first point, first row within the slab, length)`` in the order of
+        the rows: blocks of ``TV_BLOCK`` voxels, and runs taken point by point.
+        A block may reach past its run into the rows of later runs (a wrong
+        value there, then overwritten by the later items), never past the slab.
     """
 
     rows: slice
     shape: np.ndarray
     fill: np.ndarray
+    gradient: np.ndarray
     lines: np.ndarray
-    own: np.ndarray
+    divergence: np.ndarray
 
     @property
     def n_points(self) -> int:
@@ -175,13 +190,53 @@ def _make_slab(mask, starts, first, stop) -> TVSlab:
     base = (line_x * source.shape[1] + line_y) * source.shape[2]
     points = np.flatnonzero(source.ravel() != zero_column)
     own_points = np.flatnonzero(own.ravel())
+    gradient, lines = _gradient_blocks(base, z_first, z_stop, source.shape[2])
     return TVSlab(
         rows=slice(int(starts[first]), int(starts[stop])),
         shape=np.array(source.shape, dtype=np.uint64),
         fill=_runs(points, source.ravel()[points]),
-        lines=np.stack([base, z_first, z_stop], axis=1).astype(np.uint64),
-        own=_runs(own_points, np.arange(len(own_points))),
+        gradient=gradient,
+        lines=lines,
+        divergence=_divergence_items(
+            _runs(own_points, np.arange(len(own_points))).astype(np.int64), source.size
+        ),
     )
+
+
+def _gradient_blocks(base, z_first, z_stop, nz):
+    """Blocks covering ``[z_first, z_stop)`` of each line inside ``1 <= z <= nz - 1``
+    (the last ones shifted back), or the lines themselves when a block does not fit."""
+    empty = np.zeros(0, dtype=np.uint64)
+    if nz - 1 < BLOCK:
+        return empty, np.stack([base, z_first, z_stop], axis=1).astype(np.uint64)
+    counts = -(-(z_stop - z_first) // BLOCK)
+    line = np.repeat(np.arange(len(base)), counts)
+    offset = np.arange(len(line)) - np.repeat(np.cumsum(counts) - counts, counts)
+    z = np.minimum(z_first[line] + BLOCK * offset, nz - BLOCK)
+    return (base[line] + z).astype(np.uint64), np.zeros((0, 3), dtype=np.uint64)
+
+
+def _divergence_items(runs, n_points):
+    """The divergence's blocks and runs (:class:`TVSlab`) for the runs of a slab's voxels.
+
+    A run is cut into blocks from its start when the last one, reaching past
+    the run, stays inside the slab's rows and grid; else into blocks inside
+    the run (the last shifted back onto the one before), or, shorter than a
+    block, kept whole.
+    """
+    n_rows = int(runs[:, 2].sum()) if len(runs) else 0
+    items = []
+    for point, row, length in runs.tolist():
+        reach = -(-length // BLOCK) * BLOCK
+        if row + reach <= n_rows and point + reach <= n_points:
+            starts = range(0, length, BLOCK)
+        elif length >= BLOCK:
+            starts = [min(j, length - BLOCK) for j in range(0, length, BLOCK)]
+        else:
+            items.append((point, row, length))
+            continue
+        items += [(point + j, row + j, BLOCK) for j in starts]
+    return np.array(items, dtype=np.uint64).reshape(-1, 3)
 
 
 class TVWork:
@@ -240,12 +295,15 @@ def slab_tv_denominator(
         scale, per_voxel = float(tv_lambda), _NO_LAMBDA[dtype]
     else:
         scale, per_voxel = 1.0, np.asarray(tv_lambda, dtype=dtype)[slab.rows]
+    if np.may_share_memory(out, weights):
+        raise ValueError("out must not share memory with weights (the kernel is compiled noalias)")
     kernels.tv_denominator(
         weights,
         slab.shape,
         slab.fill,
+        slab.gradient,
         slab.lines,
-        slab.own,
+        slab.divergence,
         scale,
         eps2,
         per_voxel,

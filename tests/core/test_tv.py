@@ -62,6 +62,10 @@ MASKS = {
     "one-y-row": ((7, 1, 5), 0.2),
     "one-z-slice": ((9, 6, 1), 0.2),
     "dense": ((6, 5, 4), 0.0),
+    # lines longer than a block (kernels.TV_BLOCK): the gradient and divergence in blocks
+    "long-lines": ((7, 6, 41), 0.05),
+    "long-sparse": ((5, 6, 38), 0.4),
+    "long-dense": ((4, 3, 35), 0.0),
 }
 
 
@@ -89,21 +93,34 @@ def test_slabs_give_the_whole_volume_factor(case, slab_voxels, monkeypatch):
             np.testing.assert_allclose(got, expected, rtol=rtol, atol=0)
 
 
-def test_layout_slabs_cover_every_voxel_once():
+@pytest.mark.parametrize("shape", [(20, 9, 8), (12, 6, 40)], ids=["short-lines", "long-lines"])
+def test_layout_slabs_cover_every_voxel_once(shape):
     rng = np.random.default_rng(4)
-    mask = rng.random((20, 9, 8)) < 0.5
+    mask = rng.random(shape) < 0.5
     mask[7] = False  # an empty slice inside the box
+    mask[3, 2:5] = True  # runs longer than a block where the lines are long
     layout = TVLayout(mask, slab_voxels=40)
     rows = np.concatenate([np.arange(s.rows.start, s.rows.stop) for s in layout.slabs])
     np.testing.assert_array_equal(rows, np.arange(mask.sum()))
     assert len(layout.slabs) > 3 and layout.axes == (0, 1, 2)
+    block = tv.BLOCK
     for slab in layout.slabs:
-        assert slab.own[:, 2].sum() == slab.n_rows  # the runs of its voxels
         assert slab.fill[:, 1].max() < mask.sum()  # runs copy voxels, never the zero column
         assert slab.fill[:, 0].max() < slab.n_points
+        nz = int(slab.shape[2])
         # gradients are taken inside the padding, never on the lower padding planes
         z = slab.lines[:, 1:]
-        assert (z[:, 0] >= 1).all() and (z[:, 1] <= slab.shape[2] - 1).all()
+        assert (z[:, 0] >= 1).all() and (z[:, 1] <= nz - 1).all()
+        first_z = slab.gradient.astype(np.int64) % nz
+        assert (first_z >= 1).all() and (first_z + block <= nz).all()
+        assert len(slab.gradient if nz > block else slab.lines) > 0
+        # the divergence's items write every row of the slab, and only those
+        written = np.zeros(slab.n_rows, bool)
+        for point, row, length in slab.divergence.astype(np.int64):
+            assert row + length <= slab.n_rows and point + length <= slab.n_points
+            written[row : row + length] = True
+        assert written.all()
+    assert any((s.divergence[:, 2] == block).any() for s in layout.slabs)
     with pytest.raises(ValueError, match="3D"):
         TVLayout(np.ones((4, 4), bool))
 
@@ -132,3 +149,14 @@ def test_slab_denominator_written_from_a_column():
         )
         np.testing.assert_array_equal(into[:, slab.rows], weights[:, slab.rows] / alone)
         assert (np.delete(into, np.s_[slab.rows], axis=1) == -1).all()
+
+
+def test_slab_denominator_refuses_an_output_sharing_the_weights():
+    """The kernel is compiled ``noalias``: an output overlapping the weights would be read
+    and written in any order, so it is refused before the kernel runs."""
+    mask = np.ones((3, 4, 20), bool)
+    layout = TVLayout(mask)
+    weights = np.zeros((2, layout.n_voxels + 1), np.float32)
+    eps2 = tv.tv_epsilon2(np.ones(2), np.float32)
+    with pytest.raises(ValueError, match="must not share memory with weights"):
+        tv.slab_tv_denominator(weights, layout.slabs[0], 0.01, eps2, weights[:, 1:])
