@@ -215,8 +215,8 @@ def tv_denominator(
                 _normalised_gradient(grid, p, sx, sy, s, e2, nx_, ny_, nz_)
         for k in range(divergence.shape[0]):
             first, start, length = divergence[k, 0], divergence[k, 1], divergence[k, 2]
-            # (a block's loop has a fixed count; the branches are the same for all its points)
-            for j in range(block if length == block else length):
+            # a block (TV_BLOCK rows) is one pass of the vector loop, with no remainder
+            for j in range(length):
                 p = first + j
                 div = _divergence(nx_, ny_, nz_, p, sx, sy)
                 if per_voxel:
