@@ -197,18 +197,15 @@ def _make_slab(mask, starts, first, stop) -> TVSlab:
         fill=_runs(points, source.ravel()[points]),
         gradient=gradient,
         lines=lines,
-        divergence=_divergence_items(
-            _runs(own_points, np.arange(len(own_points))).astype(np.int64), source.size
-        ),
+        divergence=_divergence_items(own_points, source.size),
     )
 
 
 def _gradient_blocks(base, z_first, z_stop, nz):
     """Blocks covering ``[z_first, z_stop)`` of each line inside ``1 <= z <= nz - 1``
     (the last ones shifted back), or the lines themselves when a block does not fit."""
-    empty = np.zeros(0, dtype=np.uint64)
     if nz - 1 < BLOCK:
-        return empty, np.stack([base, z_first, z_stop], axis=1).astype(np.uint64)
+        return np.zeros(0, np.uint64), np.stack([base, z_first, z_stop], axis=1).astype(np.uint64)
     counts = -(-(z_stop - z_first) // BLOCK)
     line = np.repeat(np.arange(len(base)), counts)
     offset = np.arange(len(line)) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -216,17 +213,18 @@ def _gradient_blocks(base, z_first, z_stop, nz):
     return (base[line] + z).astype(np.uint64), np.zeros((0, 3), dtype=np.uint64)
 
 
-def _divergence_items(runs, n_points):
-    """The divergence's blocks and runs (:class:`TVSlab`) for the runs of a slab's voxels.
+def _divergence_items(own_points, n_points):
+    """The divergence's blocks and runs (:class:`TVSlab`) of a slab's voxels (their
+    points in the padded grid of ``n_points``, in row order).
 
-    A run is cut into blocks from its start when the last one, reaching past
-    the run, stays inside the slab's rows and grid; else into blocks inside
-    the run (the last shifted back onto the one before), or, shorter than a
-    block, kept whole.
+    Each run of consecutive points is cut into blocks from its start when the
+    last one, reaching past the run, stays inside the slab's rows and grid;
+    else into blocks inside the run (the last shifted back onto the one
+    before), or, shorter than a block, kept whole.
     """
-    n_rows = int(runs[:, 2].sum()) if len(runs) else 0
+    n_rows = len(own_points)
     items = []
-    for point, row, length in runs.tolist():
+    for point, row, length in _runs(own_points, np.arange(n_rows)).tolist():
         reach = -(-length // BLOCK) * BLOCK
         if row + reach <= n_rows and point + reach <= n_points:
             starts = range(0, length, BLOCK)
