@@ -295,16 +295,20 @@ def multiproc_plugin(plugin_args: dict):
 
     from nipype.pipeline.plugins import multiproc
 
+    from .resources import track_pool
+
     class MultiProcPlugin(multiproc.MultiProcPlugin):  # the name Nipype reports
         def __init__(self, plugin_args=None):
             super().__init__(plugin_args=plugin_args)
             unused = self.pool  # no worker has started yet: they start on the first job
             context = multiprocessing.get_context(self.plugin_args.get("mp_context"))
-            self.pool = ProcessPoolExecutor(
-                max_workers=self.processors,
-                initializer=_worker_initializer,
-                initargs=(self._cwd, os.getpid()),
-                mp_context=context,
+            self.pool = track_pool(
+                ProcessPoolExecutor(
+                    max_workers=self.processors,
+                    initializer=_worker_initializer,
+                    initargs=(self._cwd, os.getpid()),
+                    mp_context=context,
+                )
             )
             unused.shutdown(wait=False)
             self._changed = True  # a pass is needed: the graph's state changed

@@ -439,12 +439,17 @@ def execute(workflow, settings, dwi_runs) -> list[str]:
         settings.work_dir,
     )
     from .plugins import make_plugin
-    from .resources import raise_if_interrupted, stop_if_interrupted
+    from .resources import raise_if_interrupted, shut_down_pools, stop_if_interrupted
 
     plugin_args = {**settings.plugin_args, "status_callback": stop_if_interrupted}
     try:
         plugin = make_plugin(settings.plugin, plugin_args, workflow)
-        workflow.run(plugin=plugin, plugin_args=plugin_args)
+        try:
+            workflow.run(plugin=plugin, plugin_args=plugin_args)
+        finally:
+            # interrupted, the workers may still run a step: stop_workers ends them first
+            raise_if_interrupted()
+            shut_down_pools()  # after a failed step, Nipype leaves its pool running
     except RuntimeError as error:
         raise_if_interrupted()
         if "Workflow did not execute cleanly" not in str(error) and not _crash_files(settings):

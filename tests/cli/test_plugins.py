@@ -178,3 +178,33 @@ def test_multiproc_workers_die_with_the_main_process():
     plugin = multiproc_plugin({"n_procs": 1})
     assert plugin.pool._initializer.__name__ == "_worker_initializer"
     plugin.pool.shutdown()
+
+
+#: A MultiProc pool with a step running, then the interrupted main process's clean-up.
+_STOPPED_POOL = """
+import multiprocessing, threading, time
+from rumba_bids.cli.plugins import multiproc_plugin
+from rumba_bids.cli.resources import stop_workers
+plugin = multiproc_plugin({"n_procs": 1})
+plugin.pool.submit(time.sleep, 60)
+while not multiprocessing.active_children():
+    time.sleep(0.01)
+time.sleep(0.2)
+stopped = stop_workers()
+managers = [t for t in threading.enumerate() if type(t).__name__ == "_ExecutorManagerThread"]
+print(stopped, len(managers))
+"""
+
+
+def test_stop_workers_ends_the_pool_before_the_interpreter_exits():
+    """After a stop, the pool's manager thread has ended: none is left to race with the
+    exit hook (a "Bad file descriptor" traceback or a hang, seen in CI after Ctrl-C)."""
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", _STOPPED_POOL], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["1", "0"], completed.stderr
+    assert completed.stderr == ""

@@ -339,6 +339,7 @@ def test_failed_runs_do_not_stop_the_others(demo_copy, tmp_path):
     assert last.startswith("rumba-bids: error: 2 of 3 run(s) failed or were invalid")
     assert "sub-02" in last and "sub-01_ses-2" in last
     assert "crash file:" in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 def test_linear_plugin_and_preprocessed_input(demo_template, tmp_path):
