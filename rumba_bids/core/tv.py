@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
+from .kernels import TV_BLOCK
 
 TV_EPSILON = 1e-7
-BLOCK = kernels.TV_BLOCK
 _EPS = np.finfo(np.float64).eps
 #: Voxels of the fit per slab (whole slices are added until a slab holds this many).
 TV_SLAB_VOXELS = 16384
@@ -204,12 +204,12 @@ def _make_slab(mask, starts, first, stop) -> TVSlab:
 def _gradient_blocks(base, z_first, z_stop, nz):
     """Blocks covering ``[z_first, z_stop)`` of each line inside ``1 <= z <= nz - 1``
     (the last ones shifted back), or the lines themselves when a block does not fit."""
-    if nz - 1 < BLOCK:
+    if nz - 1 < TV_BLOCK:
         return np.zeros(0, np.uint64), np.stack([base, z_first, z_stop], axis=1).astype(np.uint64)
-    counts = -(-(z_stop - z_first) // BLOCK)
+    counts = -(-(z_stop - z_first) // TV_BLOCK)
     line = np.repeat(np.arange(len(base)), counts)
     offset = np.arange(len(line)) - np.repeat(np.cumsum(counts) - counts, counts)
-    z = np.minimum(z_first[line] + BLOCK * offset, nz - BLOCK)
+    z = np.minimum(z_first[line] + TV_BLOCK * offset, nz - TV_BLOCK)
     return (base[line] + z).astype(np.uint64), np.zeros((0, 3), dtype=np.uint64)
 
 
@@ -225,15 +225,15 @@ def _divergence_items(own_points, n_points):
     n_rows = len(own_points)
     items = []
     for point, row, length in _runs(own_points, np.arange(n_rows)).tolist():
-        reach = -(-length // BLOCK) * BLOCK
+        reach = -(-length // TV_BLOCK) * TV_BLOCK
         if row + reach <= n_rows and point + reach <= n_points:
-            starts = range(0, length, BLOCK)
-        elif length >= BLOCK:
-            starts = [min(j, length - BLOCK) for j in range(0, length, BLOCK)]
+            starts = range(0, length, TV_BLOCK)
+        elif length >= TV_BLOCK:
+            starts = [min(j, length - TV_BLOCK) for j in range(0, length, TV_BLOCK)]
         else:
             items.append((point, row, length))
             continue
-        items += [(point + j, row + j, BLOCK) for j in starts]
+        items += [(point + j, row + j, TV_BLOCK) for j in starts]
     return np.array(items, dtype=np.uint64).reshape(-1, 3)
 
 

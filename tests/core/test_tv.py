@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from rumba_bids.core import tv
+from rumba_bids.core.kernels import TV_BLOCK
 from rumba_bids.core.tv import TV_EPSILON, TVLayout, tv_factor
 
 
@@ -103,7 +104,7 @@ def test_layout_slabs_cover_every_voxel_once(shape):
     rows = np.concatenate([np.arange(s.rows.start, s.rows.stop) for s in layout.slabs])
     np.testing.assert_array_equal(rows, np.arange(mask.sum()))
     assert len(layout.slabs) > 3 and layout.axes == (0, 1, 2)
-    block = tv.BLOCK
+    block = TV_BLOCK
     for slab in layout.slabs:
         assert slab.fill[:, 1].max() < mask.sum()  # runs copy voxels, never the zero column
         assert slab.fill[:, 0].max() < slab.n_points
