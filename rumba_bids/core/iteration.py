@@ -111,7 +111,8 @@ def _run_chunk(signal, kernel, kernel_t, fodf, settings, sigma2_out):
     spare = np.empty_like(sigma2)
     plan = kernels.pairwise_plan(n_vol)
     for _ in range(settings.n_iter):
-        kernels.bessel_weighting(signal, reblurred, sigma2_arg, order, weighted)
+        # (no rows to prefetch: the chunk stays in cache)
+        kernels.bessel_weighting(signal, reblurred, sigma2_arg, order, weighted, fodf[:0], 0)
         np.matmul(operands, kernel, out=factor)
         kernels.multiply_ratio(fodf, factor[:n_vox], factor[n_vox:], _EPS)
         np.matmul(fodf, kernel_t, out=reblurred)
@@ -172,7 +173,10 @@ def _tv_chunk_update(signal, reblurred, new_weights, work, state, rows, order):
     operands = work.operands[: 2 * n_vox * n_vol].reshape(2 * n_vox, n_vol)
     weighted = operands[:n_vox]
     operands[n_vox:] = reblurred
-    kernels.bessel_weighting(signal, reblurred, state.sigma2_arg[rows], order, weighted)
+    # the step's weights come next from memory: prefetched while the Bessel pass computes
+    kernels.bessel_weighting(
+        signal, reblurred, state.sigma2_arg[rows], order, weighted, new_weights, rows.start
+    )
     n_comp = len(state.kernel_t)
     factor = work.factor[: 2 * n_vox * n_comp].reshape(n_comp, 2 * n_vox)
     np.matmul(state.kernel_t, operands.T, out=factor)

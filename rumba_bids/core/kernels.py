@@ -12,7 +12,8 @@ so :class:`~rumba_bids.core.threads.WorkerPool` spreads them like the BLAS
 calls.
 
 numba is a runtime dependency because of the measured gain (README,
-"Whole head, threads and TV").  Compiled code is cached on disk in
+"Whole head, threads and TV"); llvmlite (numba's code generator, declared for
+:func:`_prefetch`'s one LLVM intrinsic) comes with it.  Compiled code is cached on disk in
 ``NUMBA_CACHE_DIR`` or the package's ``__pycache__`` when writable
 (:func:`_cache_wanted`); otherwise each process compiles on first use (1.6 s
 for the voxel-wise kernels, 1.1 s for the TV kernel, 1.2 s for the median filter).
@@ -27,6 +28,9 @@ import warnings
 import numba
 import numba.core.compiler
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 
 def _cache_wanted() -> bool:
@@ -87,6 +91,30 @@ def _jit(function=None, *, noalias=False):
 
 #: Points of one vectorised block of :func:`tv_denominator` (64 bytes of float32).
 TV_BLOCK = 16
+#: Bytes of a cache line: one software prefetch per line (:func:`_prefetch`).
+CACHE_LINE = 64
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to bring the cache line of ``array[index]`` in (``llvm.prefetch``: a read,
+    kept in all cache levels); it changes no value and never faults."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        data = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, data, [args[1]])
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            "llvm.prefetch.p0",
+        )
+        # (address, read, locality 3: keep it in every level, data cache)
+        builder.call(function, [builder.bitcast(pointer, byte_pointer), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return numba.types.void(array, index), codegen
 
 
 @numba.njit(inline="always")
@@ -148,6 +176,12 @@ def tv_denominator(
     the numpy expression, in its order.  No array written may share memory
     with another argument (compiled ``noalias``).
 
+    While a compartment's gradient and divergence run (bound by their loads
+    and stores in cache), the weights that the next compartment's copy will
+    read are prefetched, one cache line per block: the copy, which waits on
+    memory otherwise, then finds them in cache (README, "Whole head, threads
+    and TV").
+
     Parameters
     ----------
     weights : ndarray, shape (C, V + 1)
@@ -199,14 +233,26 @@ def tv_denominator(
     nx_, ny_, nz_ = normed[0], normed[1], normed[2]
     per_voxel = lam.shape[0] > 0
     o0 = np.uint64(out_first)
-    for c in range(weights.shape[0]):
+    # the columns of weights the copy reads, and one cache line of them
+    source_first, source_stop = np.uint64(weights.shape[1]), np.uint64(0)
+    for k in range(fill.shape[0]):
+        source_first = min(source_first, fill[k, 1])
+        source_stop = max(source_stop, fill[k, 1] + fill[k, 2])
+    line = np.uint64(CACHE_LINE // weights.itemsize)
+    n_comp = weights.shape[0]
+    for c in range(n_comp):
         row = weights[c]
         for k in range(fill.shape[0]):
             dst, src = fill[k, 0], fill[k, 1]
             for j in range(fill[k, 2]):  # a memcpy (noalias)
                 grid[dst + j] = row[src + j]
         e2 = eps2[c]
+        following = weights[min(c + 1, n_comp - 1)]
+        ahead = source_first if c + 1 < n_comp else source_stop
         for k in range(gradient.shape[0]):
+            if ahead < source_stop:
+                _prefetch(following, ahead)
+                ahead += line
             for j in range(block):  # a fixed count: one vector, no remainder loop
                 _normalised_gradient(grid, gradient[k] + j, sx, sy, s, e2, nx_, ny_, nz_)
         for k in range(lines.shape[0]):
@@ -215,6 +261,9 @@ def tv_denominator(
                 _normalised_gradient(grid, p, sx, sy, s, e2, nx_, ny_, nz_)
         for k in range(divergence.shape[0]):
             first, start, length = divergence[k, 0], divergence[k, 1], divergence[k, 2]
+            if ahead < source_stop:
+                _prefetch(following, ahead)
+                ahead += line
             # a block (TV_BLOCK rows) is one pass of the vector loop, with no remainder
             for j in range(length):
                 p = first + j
@@ -229,11 +278,14 @@ def tv_denominator(
 
 
 @_jit
-def bessel_weighting(signal, reblurred, sigma2, order, out):
+def bessel_weighting(signal, reblurred, sigma2, order, out, ahead, ahead_first):
     """``signal * I_n(x) / I_{n-1}(x)`` with ``x = signal * reblurred / sigma2``, in one pass.
 
     The continued fraction of :func:`~rumba_bids.core.rumba.bessel_ratio`, with
-    its operations in its order.
+    its operations in its order.  Meanwhile (the pass waits on its divisions,
+    not on memory) the columns ``ahead_first`` to ``ahead_first + k`` of every
+    row of ``ahead`` are prefetched, spread over the k voxels: the TV step
+    reads them next from memory (:func:`multiply_ratio_tv`).
 
     Parameters
     ----------
@@ -245,6 +297,10 @@ def bessel_weighting(signal, reblurred, sigma2, order, out):
         ``n`` (1 for Rician noise, the number of coils for noncentral chi).
     out : ndarray, shape (k, N)
         Receives the result.
+    ahead : ndarray, shape (C, M)
+        Rows to prefetch (shape (0, 0): none).
+    ahead_first : int
+        First column of ``ahead`` prefetched.
     """
     f = signal.dtype.type
     n = float(order)
@@ -253,7 +309,14 @@ def bessel_weighting(signal, reblurred, sigma2, order, out):
     c2, d2 = f(n + 2.5), f(2 * n + 2)
     c1, d1 = f(n + 1.5), f(2 * n + 1)
     c0, d0 = f(n + 0.5), f(2 * n)
-    for i in range(signal.shape[0]):
+    n_vox, n_rows = signal.shape[0], ahead.shape[0]
+    first = np.uint64(ahead_first)
+    stop = first + np.uint64(n_vox)
+    line = np.uint64(CACHE_LINE // ahead.itemsize)
+    for i in range(n_vox):
+        for c in range(i * n_rows // n_vox, (i + 1) * n_rows // n_vox):
+            for p in range(first, stop, line):
+                _prefetch(ahead[c], p)
         s2 = sigma2[i]
         for j in range(signal.shape[1]):
             s = signal[i, j]

@@ -19,14 +19,21 @@ def _signals(dtype, shape=(37, 74), seed=0):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("order", [1, 4])
-def test_bessel_weighting_is_the_numpy_expression(dtype, order):
+@pytest.mark.parametrize("n_ahead", [0, 3, 70])
+def test_bessel_weighting_is_the_numpy_expression(dtype, order, n_ahead):
+    """The same values whether it prefetches no rows, fewer rows than voxels, or more."""
     signal, reblurred, sigma2 = _signals(dtype)
     arg = signal * reblurred
     arg /= sigma2[:, None]
     expected = bessel_ratio(order, arg) * signal
-    got = kernels.bessel_weighting(signal, reblurred, sigma2, order, np.empty_like(signal))
+    # the columns prefetched end at the last one (no hint past the array)
+    ahead = np.ones((n_ahead, len(signal) + 5), dtype=dtype)
+    got = kernels.bessel_weighting(
+        signal, reblurred, sigma2, order, np.empty_like(signal), ahead, 5
+    )
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(ahead, 1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
