@@ -20,7 +20,9 @@ and writing about 2 GB per fit vary with the page cache and are left out), and
 the 600-iteration figures are the whole process's fixed time plus 600 of them
 (marked ``*``).  The ratios
 (TV / voxel-wise, 1 / 2 threads, CPU at 2 / at 1 thread, DIPY / ours) are
-taken within one repeat; the spread over repeats is printed.  DIPY's
+taken within one repeat, where the two modes of one thread count run back to
+back (the one run first alternating between repeats, so that the host's drift
+does not favour either); the spread over repeats is printed.  DIPY's
 voxel-wise fit is timed on a subset of the same voxels, its TV fit on a
 20x20x20 block of the head; both as microseconds per voxel-iteration.  The
 "floor" is three (n_volumes x n_sphere+2) float32 GEMMs per voxel-iteration
@@ -244,8 +246,11 @@ def main(argv=None):
         run_fit(root, mode, 1, 1)
     rows = []
     for repeat in range(args.repeats):
-        for mode in args.modes:
-            for threads in (1, 2):
+        # the two modes of one thread count back to back (the ratio is taken between them),
+        # the first of them alternating from one repeat to the next
+        order = args.modes if repeat % 2 == 0 else args.modes[::-1]
+        for threads in (1, 2):
+            for mode in order:
                 runs = {n: run_fit(root, mode, threads, n) for n in counts}
                 last = runs[counts[-1]]
                 if len(counts) > 1:
