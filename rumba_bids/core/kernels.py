@@ -298,7 +298,7 @@ def bessel_weighting(signal, reblurred, sigma2, order, out, ahead, ahead_first):
     out : ndarray, shape (k, N)
         Receives the result.
     ahead : ndarray, shape (C, M)
-        Rows to prefetch (shape (0, 0): none).
+        Rows to prefetch (none when it has no rows, e.g. shape (0, M)).
     ahead_first : int
         First column of ``ahead`` prefetched.
     """
