@@ -16,7 +16,7 @@ numba is a runtime dependency because of the measured gain (README,
 :func:`_prefetch`'s one LLVM intrinsic) comes with it.  Compiled code is cached on disk in
 ``NUMBA_CACHE_DIR`` or the package's ``__pycache__`` when writable
 (:func:`_cache_wanted`); otherwise each process compiles on first use (1.6 s
-for the voxel-wise kernels, 1.1 s for the TV kernel, 1.2 s for the median filter).
+for the voxel-wise kernels, 1.4 s for the TV kernel, 1.2 s for the median filter).
 """
 
 from __future__ import annotations
