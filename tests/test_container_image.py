@@ -94,9 +94,14 @@ def strict_run(image, tmp_path_factory):
     demo = container(*STRICT, "-v", f"{bids}:/data", "--entrypoint", "rumba-bids-demo",
                      image, "/data", *DEMO_ARGS)  # fmt: skip
     assert demo.returncode == 0, demo.stderr
-    run = container(*STRICT, "-v", f"{bids}:/data:ro", "-v", f"{out}:/out",
-                    image, "/data", "/out", *RUN_ARGS, "-w", "/tmp/work")  # fmt: skip
-    return {"root": root, "bids": bids, "out": out, "run": run}
+    return {"root": root, "bids": bids, "out": out, "run": _participant_run(image, bids, out)}
+
+
+def _participant_run(image, bids, out, *options) -> subprocess.CompletedProcess:
+    """The participant level, strict, on ``bids`` (read-only) into ``out``; ``options`` go to
+    the engine (e.g. ``--env``)."""
+    return container(*STRICT, *options, "-v", f"{bids}:/data:ro", "-v", f"{out}:/out",
+                     image, "/data", "/out", *RUN_ARGS, "-w", "/tmp/work")  # fmt: skip
 
 
 def test_image_is_this_version_and_not_root(image):
@@ -129,10 +134,8 @@ def test_strict_run_writes_the_expected_outputs(strict_run):
         assert owners == {(12345, 12345)}, owners
 
 
-def _blas_cores(command: list[str]) -> list[str]:
-    done = subprocess.run(
-        [*command, "-c", BLAS_CORES], capture_output=True, text=True, timeout=300, check=False
-    )
+def _blas_cores(done: subprocess.CompletedProcess) -> list[str]:
+    """What :data:`BLAS_CORES` printed."""
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -157,12 +160,18 @@ def test_container_outputs_equal_the_host_run(strict_run, image):
         capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert host.returncode == 0, host.stderr[-3000:]
-    here = _blas_cores([sys.executable])
+    here = _blas_cores(
+        subprocess.run(
+            [sys.executable, "-c", BLAS_CORES], capture_output=True, text=True, timeout=300,
+            check=False,
+        )
+    )  # fmt: skip
 
     def probe(*env):
-        return [ENGINE, "run", "--rm", "--network", "none", *env, "--entrypoint", "python", image]
+        return _blas_cores(container("--rm", "--network", "none", *env, "--entrypoint", "python",
+                                     image, "-c", BLAS_CORES))  # fmt: skip
 
-    image_out, there = strict_run["out"], _blas_cores(probe())
+    image_out, there = strict_run["out"], probe()
     if there != here:
         assert len(here) == 1, f"numpy and scipy use different OpenBLAS kernels here: {here}"
         pinned = ("--env", f"OPENBLAS_CORETYPE={here[0]}")
@@ -171,13 +180,11 @@ def test_container_outputs_equal_the_host_run(strict_run, image):
             f"the image's run is compared with {' '.join(pinned)}",
             stacklevel=1,
         )
-        assert _blas_cores(probe(*pinned)) == here
+        assert probe(*pinned) == here
         image_out = strict_run["root"] / "pinned_out"
-        image_out.mkdir(mode=0o777)
-        image_out.chmod(0o777)
-        pinned_run = container(*STRICT, *pinned, "-v", f"{strict_run['bids']}:/data:ro",
-                               "-v", f"{image_out}:/out", image, "/data", "/out", *RUN_ARGS,
-                               "-w", "/tmp/work")  # fmt: skip
+        image_out.mkdir()
+        image_out.chmod(0o777)  # writable for the container's arbitrary uid
+        pinned_run = _participant_run(image, strict_run["bids"], image_out, *pinned)
         assert pinned_run.returncode == 0, pinned_run.stderr[-3000:]
     images = sorted(p.relative_to(host_out) for p in host_out.rglob("*.nii.gz"))
     assert len(images) > 20
